@@ -1,0 +1,107 @@
+# rlhf-lessons: the commands a newcomer needs.
+#
+#   make course      set up whatever is missing, then open the course in JupyterLab
+#   make test        set up whatever is missing, then run every test and execute every notebook
+#   make setup       only the setup step: a virtual environment in .venv with the course installed
+#   make notebooks   re-execute every notebook in place, refreshing the outputs that are committed
+#
+# Setup needs Python 3.10 or newer as `python3` (or say which: make course PYTHON=python3.11).
+# It installs torch first, at the version pinned in constraints.txt, then the course with the
+# tested versions of everything else. A second run is instant; it runs again when pyproject.toml
+# or constraints.txt change. To start over: rm -rf .venv
+#
+# Which torch: pip picks the platform's default build of the pinned release (on Linux that is a
+# CUDA build of several GB). To choose another build, create .venv and put your torch in it first,
+# e.g. a CUDA build matching your GPU or PyTorch's CPU-only build on a Linux laptop without one:
+#   python3 -m venv .venv && .venv/bin/pip install torch --index-url <the index from PyTorch's install page>
+# setup keeps a torch it finds in .venv. Or pass pip options for the torch step:
+#   make setup TORCH_PIP_ARGS="--index-url <index>"
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.rlhf-lessons-setup
+TORCH_PIN := $(shell sed -n 's/^\(torch==[^ ;]*\).*/\1/p' constraints.txt)
+TORCH_PIP_ARGS ?=
+JUPYTER_ARGS ?=
+CHROMIUM := /usr/bin/chromium
+PYTEST_ARGS ?=
+# Tests and notebook refreshes write into this fresh folder, never into the learner's own workspace.
+TEST_HOME := $(CURDIR)/.ci-workspace
+NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
+NBVAL_ARGS := --nbval --nbval-current-env --nbval-cell-timeout=600 \
+	$(if $(wildcard notebooks/nbval_sanitize.cfg),--nbval-sanitize-with notebooks/nbval_sanitize.cfg)
+
+.DEFAULT_GOAL := help
+.PHONY: help course test setup notebooks chromium
+
+help:
+	@sed -n '3,6s/^# *//p' $(firstword $(MAKEFILE_LIST))
+
+course: setup
+	$(VENV)/bin/jupyter lab notebooks/00_welcome.ipynb $(if $(filter 0,$(shell id -u)),--allow-root) $(JUPYTER_ARGS)
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { \
+	  echo "error: '$(PYTHON)' not found. Install Python 3.10 or newer, or name it: make $(MAKECMDGOALS) PYTHON=python3.11" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { \
+	  echo "error: the course needs Python 3.10 or newer; '$(PYTHON)' is $$($(PYTHON) --version 2>&1)." >&2; \
+	  echo "       Install a newer Python and name it: make $(MAKECMDGOALS) PYTHON=python3.11" >&2; exit 1; }
+	@if [ ! -x $(PY) ]; then \
+	  echo "creating the virtual environment $(VENV)"; \
+	  $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	    echo "error: '$(PYTHON) -m venv' failed. On Debian or Ubuntu: sudo apt-get install python3-venv" >&2; exit 1; }; \
+	fi
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { \
+	  echo "error: $(VENV) holds $$($(PY) --version 2>&1); the course needs 3.10 or newer. Remove it (rm -rf $(VENV)) and run again." >&2; exit 1; }
+	@# torch first and on its own, so no later step can pull a different (CUDA) build.
+	@if $(PY) -c 'import importlib.metadata as m; m.version("torch")' 2>/dev/null; then \
+	  echo "keeping torch $$($(PY) -c 'import importlib.metadata as m; print(m.version("torch"))') already in $(VENV)"; \
+	else \
+	  echo "installing $(TORCH_PIN)"; \
+	  $(PIP) install -c constraints.txt $(TORCH_PIP_ARGS) "$(TORCH_PIN)"; \
+	fi
+	@# The tested versions, except that the torch just found or installed stays as it is.
+	@torch_now=$$($(PY) -c 'import importlib.metadata as m; print(m.version("torch"))') && \
+	  sed "s/^torch==[^ ;]*/torch==$$torch_now/" constraints.txt > $(VENV)/constraints-local.txt
+	$(PIP) install -c $(VENV)/constraints-local.txt -e ".[dev]"
+	@touch $@
+	@echo "setup done: $(VENV) is ready"
+
+# Debian's Chromium for the browser tests (Playwright drives /usr/bin/chromium; nothing is downloaded
+# by Playwright itself). Installed as root when missing; otherwise the browser tests skip.
+chromium:
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the browser tests (apt-get)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq chromium >/dev/null || true; \
+	fi; \
+	if [ ! -x $(CHROMIUM) ]; then \
+	  echo "note: $(CHROMIUM) is missing, so the browser tests will be skipped."; \
+	  echo "      To run them on Debian or Ubuntu: sudo apt-get install chromium"; \
+	fi
+
+# Python tests first (MPLBACKEND=Agg: no plot windows), then every notebook through nbval.
+# The notebooks' kernels must not inherit MPLBACKEND: it would replace the inline backend that
+# puts plots into the outputs nbval compares. (Exit 5, every notebook deselected by PYTEST_ARGS, is fine.)
+test: setup chromium
+	@rm -rf $(TEST_HOME) && mkdir -p $(TEST_HOME)
+	@status=0; \
+	RLHF_LESSONS_HOME=$(TEST_HOME) MPLBACKEND=Agg $(PY) -m pytest -q tests $(PYTEST_ARGS) || status=$$?; \
+	if [ -n "$(NOTEBOOKS)" ]; then \
+	  RLHF_LESSONS_HOME=$(TEST_HOME) env -u MPLBACKEND $(PY) -m pytest -q $(NBVAL_ARGS) $(PYTEST_ARGS) $(NOTEBOOKS) \
+	    || { rc=$$?; [ $$rc = 5 ] || status=$$rc; }; \
+	fi; \
+	exit $$status
+
+# Re-execute every notebook in order on a fresh workspace, store the new outputs and each lesson's
+# measured run time (notebooks/timings.json, shown by lesson 00 and the README), and drop what should
+# not be committed: saved widget state and local paths in outputs. See rlhf_lessons/course.py.
+notebooks: setup
+	@test -n "$(NOTEBOOKS)" || { echo "no notebooks in notebooks/"; exit 1; }
+	env -u MPLBACKEND $(PY) -m rlhf_lessons.course refresh
