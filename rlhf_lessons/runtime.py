@@ -1,0 +1,115 @@
+"""The one-call notebook preamble: seeds, threads, device, and a line saying what runs where.
+
+Every notebook starts with
+
+    from rlhf_lessons.runtime import setup
+    env = setup(seed=0)
+
+so that a seed reproduces a lesson's numbers on the same machine, the thread count suits small
+models on small CPUs, and the learner sees at a glance which versions and device are in use.
+"""
+
+import os
+import platform
+import random
+
+import numpy as np
+import torch
+
+THREADS_ENV = "RLHF_LESSONS_THREADS"  # overrides the default thread count, e.g. RLHF_LESSONS_THREADS=1
+DEVICE_ENV = "RLHF_LESSONS_DEVICE"  # overrides the automatic device pick, e.g. RLHF_LESSONS_DEVICE=cpu
+
+
+def set_seed(seed: int) -> None:
+    """Seed every random number generator a lesson uses: Python's, NumPy's and torch's (CPU and GPU)."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # NumPy's legacy seed only takes 32 bits
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    torch.cuda.manual_seed_all(seed)  # explicit for older torch releases; a no-op without CUDA
+
+
+def default_threads() -> int:
+    """Threads to use when none are asked for: $RLHF_LESSONS_THREADS, else min(2, number of CPUs).
+
+    Why so few: the course's models have about a million parameters, so each matrix multiply is
+    small and more threads mostly add synchronisation. On a busy 2-core machine two threads can
+    stall far below one thread's speed, which is why the environment variable exists.
+    """
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if value:
+        try:
+            threads = int(value)
+        except ValueError:
+            raise ValueError(f"${THREADS_ENV} must be a whole number of threads, got {value!r}") from None
+        if threads < 1:
+            raise ValueError(f"${THREADS_ENV} must be at least 1, got {threads}")
+        return threads
+    return min(2, os.cpu_count() or 1)
+
+
+def set_threads(n: int) -> int:
+    """Use n CPU threads for torch's intra-op parallelism (matrix multiplies); returns n."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"threads must be an int >= 1, got {n!r}")
+    torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """The device to train on: `name` or $RLHF_LESSONS_DEVICE if given, else cuda > mps > cpu.
+
+    Everything in the course runs on the CPU in minutes; a GPU is used when there is one.
+    """
+    name = name or os.environ.get(DEVICE_ENV, "").strip() or None
+    if name is not None:
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ValueError(f"unknown device {name!r}: use 'cpu', 'cuda', 'cuda:0' or 'mps'") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} was asked for but torch sees no CUDA GPU: use 'cpu'")
+        if device.type == "mps" and not _mps_available():
+            raise ValueError(f"device {name!r} was asked for but torch sees no Apple GPU (MPS): use 'cpu'")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if _mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def setup(seed: int = 0, threads: int | None = None, quiet: bool = False) -> dict:
+    """Seed everything, set the thread count, pick the device, and print one line saying so.
+
+    Returns a dict with keys: python, torch, transformers (version strings), device (torch.device),
+    threads (int), seed (int), workspace (pathlib.Path where the course keeps its artifacts).
+    """
+    import transformers
+
+    from rlhf_lessons.workspace import workspace_dir
+
+    set_seed(seed)
+    used_threads = set_threads(default_threads() if threads is None else threads)
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": pick_device(),
+        "threads": used_threads,
+        "seed": seed,
+        "workspace": workspace_dir(),
+    }
+    if not quiet:
+        print(
+            f"python {info['python']} | torch {info['torch']} | transformers {info['transformers']}"
+            f" | device {info['device']} | threads {info['threads']} | seed {info['seed']}"
+            f" | workspace {info['workspace']}"
+        )
+    return info
