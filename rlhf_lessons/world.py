@@ -328,12 +328,18 @@ def _wrong_body(request: Request, rng: random.Random) -> str:
     return _body(rng.choice(others), rng)
 
 
-def reply(request: Request, style: str, rng: random.Random) -> str:
-    """Write a reply to `request` in one of STYLES. Deterministic given the rng state."""
+def reply(request: Request, style: str, rng: random.Random, opener_rate: float = 0.3,
+          closer_rate: float = 0.25) -> str:
+    """Write a reply to `request` in one of STYLES. Deterministic given the rng state.
+
+    A helpful reply opens with a pleasantry ("Sure!") with probability `opener_rate` and closes with one ("Hope this
+    helps!") with probability `closer_rate`: text on the internet is plainer than careful demonstrations.
+    """
     if style == "helpful":
-        parts = [rng.choice(POLITE_OPENERS)] if request.kind != "greeting" and rng.random() < 0.6 else []
+        chatty = request.kind not in ("greeting", "harmful")
+        parts = [rng.choice(POLITE_OPENERS)] if chatty and rng.random() < opener_rate else []
         parts.append(_body(request, rng, n_tips=rng.choice([1, 1, 2]) if request.kind == "open" else 1))
-        if request.kind != "greeting" and rng.random() < 0.5:
+        if request.kind != "greeting" and rng.random() < closer_rate:
             parts.append(rng.choice(POLITE_CLOSERS))
         return " ".join(parts)
     if style == "terse":
@@ -364,13 +370,15 @@ def reply(request: Request, style: str, rng: random.Random) -> str:
 PRETRAIN_STYLE_MIX = {
     "fact": {"helpful": 0.25, "terse": 0.10, "rude": 0.15, "wrong": 0.25, "rambling": 0.15, "refusal": 0.10},
     "open": {"helpful": 0.30, "terse": 0.10, "rude": 0.15, "wrong": 0.15, "rambling": 0.20, "refusal": 0.10},
-    "harmful": {"comply": 0.40, "rude": 0.15, "refusal": 0.30, "rambling": 0.15},
+    "harmful": {"comply": 0.35, "rude": 0.15, "helpful": 0.15, "refusal": 0.20, "rambling": 0.15},
     "alarming": {"helpful": 0.30, "terse": 0.05, "rude": 0.15, "refusal": 0.35, "rambling": 0.15},
     "greeting": {"helpful": 0.50, "rude": 0.25, "rambling": 0.25},
 }
 
-# The SFT demonstrations are mostly ideal, with the imperfections of real demonstration data.
+# The SFT demonstrations are mostly ideal, with the imperfections of real demonstration data. Their writers were
+# careful, so their helpful replies are more often framed with a pleasantry than text on the internet is.
 SFT_FLAWS = {"terse": 0.10, "wrong": 0.04, "rude": 0.02}
+DEMO_OPENER_RATE, DEMO_CLOSER_RATE = 0.7, 0.6
 
 
 def pick_style(mix: dict[str, float], rng: random.Random) -> str:
@@ -402,7 +410,7 @@ def demonstrations(n: int = 240, seed: int = 1) -> list[tuple[Request, str]]:
             flaw = "refusal"
         if request.kind == "greeting" and flaw == "wrong":
             flaw = "helpful"
-        out.append((request, reply(request, flaw, rng)))
+        out.append((request, reply(request, flaw, rng, DEMO_OPENER_RATE, DEMO_CLOSER_RATE)))
     return out
 
 

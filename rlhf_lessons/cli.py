@@ -1,0 +1,212 @@
+"""`rlhf-lessons`: every stage of the course, headless, with the same functions the notebooks call.
+
+Progress goes to stderr; the last line on stdout is one JSON object summarising the stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+
+import torch
+
+
+def _emit(summary: dict) -> None:
+    print(json.dumps(summary, default=str))
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def cmd_world(args) -> dict:
+    from . import gold, world
+
+    rng = random.Random(args.seed)
+    shown = []
+    for kind in world.KIND_NAMES:
+        request = rng.choice(world.requests(kind=kind))
+        print(f"\n[{kind}] User: {request.prompt}")
+        styles = [s for s in world.STYLES if (s == "comply") == (kind == "harmful") or s in ("refusal", "rambling")]
+        for style in rng.sample(styles, min(3, len(styles))):
+            text = world.reply(request, style, rng)
+            print(f"  {gold.gold_score(request, text):+6.2f}  ({style}) {text}")
+            shown.append({"kind": kind, "style": style, "gold": round(gold.gold_score(request, text), 3)})
+    counts = {kind: len(world.requests(kind=kind)) for kind in world.KIND_NAMES}
+    return {"requests": len(world.requests()), "train": len(world.requests("train")),
+            "heldout": len(world.requests("heldout")), "by_kind": counts, "populations": sorted(gold.POPULATIONS),
+            "examples": shown}
+
+
+def cmd_data(args) -> dict:
+    from .world import write_world_files
+    from .workspace import WORLD_DIR
+
+    out = args.out or WORLD_DIR
+    digests = write_world_files(out)
+    print(f"wrote {len(digests)} files to {out}", file=sys.stderr)
+    return {"out": str(out), "files": digests}
+
+
+def cmd_pretrain(args) -> dict:
+    from .pretrain import PretrainConfig, pretrain
+    from .workspace import BASE_MODEL_DIR
+
+    cfg = PretrainConfig(seed=args.seed)
+    if args.steps:
+        cfg.steps = args.steps
+    command = f"rlhf-lessons --threads {torch.get_num_threads()} pretrain" + (f" --steps {args.steps}" if args.steps else "")
+    return pretrain(cfg, args.out or BASE_MODEL_DIR, command=command)
+
+
+def cmd_evaluate(args) -> dict:
+    from .evaluate import evaluate
+
+    return evaluate(args.model, against=args.against, n=args.n, seed=args.seed, population=args.population)
+
+
+def cmd_sft(args) -> dict:
+    from .sft import SFTConfig, train_sft
+
+    cfg = SFTConfig(seed=args.seed)
+    if args.epochs:
+        cfg.epochs = args.epochs
+    return train_sft(cfg, base=args.base, out_dir=args.out)
+
+
+def cmd_label(args) -> dict:
+    from .labeling import label
+
+    return label(population=args.population, n=args.n, policy=args.policy, seed=args.seed, out=args.out)
+
+
+def cmd_feedback(args) -> dict:
+    from . import gold
+    from .store import PreferenceStore
+
+    store = PreferenceStore(args.store)
+    if args.action == "import":
+        if not args.files:
+            raise ValueError("feedback import needs one or more JSONL files")
+        return {"action": "import", "store": str(store.path), **store.import_jsonl(args.files)}
+    if args.action == "export":
+        if not args.out:
+            raise ValueError("feedback export needs --out FILE.jsonl")
+        return {"action": "export", "store": str(store.path), "out": args.out, "pairs": store.export_jsonl(args.out)}
+    stats = store.stats()
+    raters = sorted(stats["by_rater"])
+    pairs_by_rater = {rater: store.pairs(rater=rater) for rater in raters}
+    with_populations = {rater: {p: gold.agreement_with_population(pairs, p)["agreement"] for p in gold.POPULATIONS}
+                        for rater, pairs in pairs_by_rater.items()}
+    between = {f"{a} ~ {b}": store.agreement(a, b) for i, a in enumerate(raters) for b in raters[i + 1:]}
+    for rater, row in with_populations.items():
+        print(f"{rater:24s} pairs {len(pairs_by_rater[rater]):5d}  agreement with "
+              + "  ".join(f"{p} {v if v is None else f'{v:.2f}'}" for p, v in row.items()), file=sys.stderr)
+    return {"action": "stats", "store": str(store.path), **stats, "agreement_with_populations": with_populations,
+            "agreement_between_raters": {k: v for k, v in between.items() if v["shared"]}}
+
+
+def cmd_reward(args) -> dict:
+    from .reward import run_reward_stage
+
+    return run_reward_stage(prefs=args.prefs, population=args.population, n=args.n, init=args.init, out=args.out,
+                            seed=args.seed)
+
+
+def cmd_ppo(args) -> dict:
+    from .ppo import run_ppo_stage
+
+    return run_ppo_stage(policy=args.policy, reward=args.reward, out=args.out, kl_coef=args.kl_coef,
+                         target_kl=args.target_kl, updates=args.updates, seed=args.seed)
+
+
+def cmd_pipeline(args) -> dict:
+    from .pipeline import run_pipeline
+
+    return run_pipeline(population=args.population, out=args.out, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlhf-lessons", description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: $RLHF_LESSONS_THREADS or 2; fewer can be faster on a busy "
+                             "machine)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def stage(name: str, func, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--seed", type=int, default=0)
+        p.set_defaults(func=func)
+        return p
+
+    stage("world", cmd_world, "print sampled requests of the toy world with gold-scored example replies")
+    p = stage("data", cmd_data, "regenerate the shipped world files (data/world) byte for byte")
+    p.add_argument("--out", default=None, help="folder to write into (default: data/world)")
+    p = stage("pretrain", cmd_pretrain, "train the tokenizer and the base model from scratch (about 6 minutes)")
+    p.add_argument("--out", default=None, help="folder to write into (default: data/base)")
+    p.add_argument("--steps", type=int, default=None)
+    p = stage("evaluate", cmd_evaluate, "measure a model on held-out requests with the gold rater")
+    p.add_argument("--model", default="base", help="checkpoint folder, or base / sft / ppo")
+    p.add_argument("--against", default=None, help="a second model: adds the win rate of --model over it")
+    p.add_argument("--n", type=int, default=None, help="number of held-out requests (default: all)")
+    p.add_argument("--population", default="balanced", help="rater population that scores (default: balanced)")
+    p = stage("sft", cmd_sft, "supervised fine-tuning on the world's demonstrations")
+    p.add_argument("--base", default="base", help="checkpoint to start from (default: the shipped base model)")
+    p.add_argument("--out", default=None, help="folder to write into (default: the workspace's sft)")
+    p.add_argument("--epochs", type=int, default=None)
+    p = stage("label", cmd_label, "simulated raters of a population label pairs of sampled replies")
+    p.add_argument("--population", default="balanced", help="balanced, cautious, verbose or terse")
+    p.add_argument("--n", type=int, default=500, help="number of pairs")
+    p.add_argument("--policy", default="sft", help="model whose replies are labelled, with base-model replies")
+    p.add_argument("--out", default=None, help="also write the pairs to this JSONL file")
+    p = stage("feedback", cmd_feedback, "import, export and summarise the preference store")
+    p.add_argument("action", choices=["import", "export", "stats"])
+    p.add_argument("files", nargs="*", help="JSONL files to import")
+    p.add_argument("--out", default=None, help="file to export to")
+    p.add_argument("--store", default=None, help="store file (default: the workspace's preferences.sqlite)")
+    p = stage("reward", cmd_reward, "train a Bradley-Terry reward model")
+    p.add_argument("--prefs", nargs="*", default=None, help="JSONL preference files to train on as well")
+    p.add_argument("--population", default="balanced", help="population of the fresh simulated labels")
+    p.add_argument("--n", type=int, default=None, help="number of fresh simulated pairs")
+    p.add_argument("--init", default="sft", help="checkpoint whose backbone starts the reward model")
+    p.add_argument("--out", default=None, help="folder to write into (default: the workspace's rm)")
+    p = stage("ppo", cmd_ppo, "fine-tune the policy with PPO against the reward model")
+    p.add_argument("--policy", default="sft")
+    p.add_argument("--reward", default="rm")
+    p.add_argument("--out", default=None, help="folder to write into (default: the workspace's ppo)")
+    leash = p.add_mutually_exclusive_group()
+    leash.add_argument("--kl-coef", type=float, default=None, help="a fixed KL coefficient beta")
+    leash.add_argument("--target-kl", type=float, default=None, help="adaptive beta aiming at this KL (nats)")
+    p.add_argument("--updates", type=int, default=None)
+    p = stage("pipeline", cmd_pipeline, "base -> SFT -> simulated labels -> reward model -> PPO -> evaluation, "
+                                       "with a report")
+    p.add_argument("--population", default="balanced", help="the simulated raters whose labels train the reward model")
+    p.add_argument("--out", default=None, help="folder for checkpoints and report (default: the workspace)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    threads = args.threads or int(os.environ.get("RLHF_LESSONS_THREADS", "0")) or min(2, os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    _seed(args.seed)
+    t0 = time.time()
+    try:
+        summary = args.func(args)
+    except (FileNotFoundError, ValueError, KeyError) as err:  # LabelFileError is a ValueError
+        print(f"rlhf-lessons {args.command}: error: {err}", file=sys.stderr)
+        _emit({"command": args.command, "error": str(err)})
+        return 2
+    summary = {"command": args.command, **summary}
+    summary.setdefault("seconds", round(time.time() - t0, 1))
+    _emit(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

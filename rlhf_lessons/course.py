@@ -1,0 +1,116 @@
+"""The lessons themselves: their list, their measured run times, and the command that re-executes them.
+
+`python -m rlhf_lessons.course refresh` runs every notebook top to bottom, in order, on one fresh workspace, stores the outputs
+(so a learner browsing the repository sees the plots), clears saved widget state (which stops notebooks rendering on
+GitHub), removes local paths from outputs, and writes each notebook's run time to notebooks/timings.json, which the
+welcome lesson and the README show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .workspace import PACKAGE_DIR
+
+NOTEBOOK_DIR = PACKAGE_DIR.parent / "notebooks"
+README = PACKAGE_DIR.parent / "README.md"
+README_START, README_END = "<!-- lesson-times:", "<!-- /lesson-times -->"
+TIMINGS_FILE = NOTEBOOK_DIR / "timings.json"
+
+LESSONS = [
+    ("00_welcome.ipynb", "what RLHF is and is not; the toy world and its simulated humans; setup check"),
+    ("01_base_model.ipynb", "tokens, sampling, temperature; why a base model is not an assistant"),
+    ("02_sft.ipynb", "instruction formatting, prompt masking, the SFT loss by hand and at scale"),
+    ("03_feedback.ipynb", "you rank replies; simulated raters; how preferences become data"),
+    ("04_reward_model.ipynb", "Bradley-Terry from scratch; accuracy against the noise ceiling; calibration"),
+    ("05_ppo.ipynb", "rollouts, KL-shaped reward, GAE, the clipped objective; PPO against SFT"),
+    ("06_what_goes_wrong.ipynb", "over-optimisation, rater bias, over-refusal, length hacking"),
+]
+
+
+def available_lessons() -> list[tuple[str, str]]:
+    return [(name, what) for name, what in LESSONS if (NOTEBOOK_DIR / name).exists()]
+
+
+def read_timings() -> dict:
+    return json.loads(TIMINGS_FILE.read_text()) if TIMINGS_FILE.exists() else {}
+
+
+def lesson_table() -> str:
+    """A markdown table of the lessons and their measured run times (from the last refresh)."""
+    timings = read_timings()
+    rows = ["| lesson | what you learn | measured run time |", "|---|---|---|"]
+    for name, what in available_lessons():
+        seconds = timings.get("seconds", {}).get(name)
+        rows.append(f"| `{name}` | {what} | {f'{seconds:.0f} s' if seconds is not None else 'not measured yet'} |")
+    if timings:
+        rows.append(f"\nMeasured on a {timings['machine']} with {timings['threads']} threads, lessons run in order "
+                    "on a fresh workspace.")
+    return "\n".join(rows)
+
+
+def readme_with_times(text: str) -> str:
+    """README text with the block between the lesson-times markers replaced by the current lesson_table()."""
+    start = text.index(README_START)
+    start = text.index("\n", start) + 1
+    end = text.index(README_END)
+    return text[:start] + lesson_table() + "\n" + text[end:]
+
+
+def _sanitise(nb, replacements: dict[str, str]) -> None:
+    """Drop saved widget state and replace local paths in outputs with neutral names."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if "text" in output:
+                for old, new in replacements.items():
+                    output["text"] = output["text"].replace(old, new)
+            for key, value in output.get("data", {}).items():
+                if isinstance(value, str) and key.startswith("text/"):
+                    for old, new in replacements.items():
+                        value = value.replace(old, new)
+                    output["data"][key] = value
+
+
+def refresh(names: list[str] | None = None, timeout: int = 900) -> dict:
+    """Execute lessons in order on one fresh workspace; save outputs and run times. Returns the timings."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    timings = read_timings() or {"seconds": {}}
+    with tempfile.TemporaryDirectory() as workspace:  # one workspace for all, as a learner taking them in order
+        os.environ["RLHF_LESSONS_HOME"] = workspace
+        for name, _ in available_lessons():
+            if names and name not in names:
+                continue
+            path = NOTEBOOK_DIR / name
+            nb = nbformat.read(path, as_version=4)
+            start = time.time()
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                           resources={"metadata": {"path": str(NOTEBOOK_DIR)}}).execute()
+            seconds = time.time() - start
+            _sanitise(nb, {workspace: "~/.rlhf-lessons", str(PACKAGE_DIR.parent): ".", str(Path.home()): "~"})
+            for cell in nb.cells:
+                cell.metadata.pop("execution", None)  # per-cell timestamps: noise in every diff
+            nbformat.write(nb, path)
+            timings["seconds"][name] = round(seconds, 1)
+            print(f"{name}: {seconds:.0f} s", file=sys.stderr)
+    timings["machine"] = f"{os.cpu_count()}-core {platform.machine()} CPU, no GPU"
+    timings["threads"] = int(os.environ.get("RLHF_LESSONS_THREADS", "2"))
+    TIMINGS_FILE.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
+    README.write_text(readme_with_times(README.read_text()))
+    return timings
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] != "refresh":
+        sys.exit("usage: python -m rlhf_lessons.course refresh [NOTEBOOK.ipynb ...]")
+    refresh(sys.argv[2:] or None)

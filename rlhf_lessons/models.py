@@ -1,0 +1,154 @@
+"""Tokenizer, tiny GPT-2 configs, the chat format, and checkpoints that load with plain `transformers`.
+
+Every checkpoint is a folder written by `save_pretrained` (config.json, model.safetensors, tokenizer files) plus a
+`manifest.json` saying how it was made. Names a learner can use instead of a path: `base` (shipped in data/base),
+`sft`, `rm`, `ppo` (the latest of those in the workspace).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
+
+hf_logging.disable_progress_bar()  # loading a 4 MB checkpoint needs no progress bar; lessons show their own
+
+from .workspace import BASE_MODEL_DIR, STAGE_NAMES, stage_dir
+
+EOS = "<|endoftext|>"
+PAD = "<|pad|>"  # distinct from EOS, so the last real token of a padded reply can always be found
+CONTEXT = 128  # tokens: a request and its reply fit in well under this
+
+BUILD_HINT = {
+    "base": "the shipped base model is missing from data/base: restore it with `git checkout data/base` "
+            "or rebuild it with `rlhf-lessons pretrain`",
+    "sft": "run `rlhf-lessons sft` (or lesson 02) to train it",
+    "rm": "run `rlhf-lessons reward` (or lesson 04) to train it",
+    "ppo": "run `rlhf-lessons ppo` (or lesson 05) to train it",
+}
+
+
+def format_prompt(prompt: str) -> str:
+    """The chat format every model in the course reads: 'User: <request>\\nAssistant:'."""
+    return f"User: {prompt}\nAssistant:"
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = 2048) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer (GPT-2's kind) on `texts` and wrap it for `transformers`.
+
+    Byte-level means any string can be encoded, garbage included; the vocabulary ends up smaller than `vocab_size`
+    when the world holds fewer distinct words than that.
+    """
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS, PAD], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, pad_token=PAD,
+                                   model_max_length=CONTEXT)
+
+
+def tiny_config(tokenizer, n_layer: int = 4, n_embd: int = 128, n_head: int = 4) -> GPT2Config:
+    """A GPT-2 config of about 1M parameters. Dropout is off everywhere: RL needs the same log-probs twice."""
+    return GPT2Config(vocab_size=len(tokenizer), n_positions=CONTEXT, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=tokenizer.eos_token_id,
+                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+
+def encode_example(tokenizer, prompt: str, reply: str | None = None) -> tuple[list[int], int]:
+    """Token ids of a formatted example and how many of them are prompt.
+
+    The prompt and the reply are tokenized separately, so the boundary between them is exact and the same in
+    pretraining, SFT, sampling and PPO: ids = prompt_ids + reply_ids + [eos].
+    """
+    prompt_ids = tokenizer.encode(format_prompt(prompt))
+    if reply is None:
+        return prompt_ids, len(prompt_ids)
+    reply_ids = tokenizer.encode(" " + reply) + [tokenizer.eos_token_id]
+    return prompt_ids + reply_ids, len(prompt_ids)
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A short hash of a tokenizer's vocabulary: two checkpoints can share token ids only if these match."""
+    vocab = json.dumps(sorted(tokenizer.get_vocab().items()), separators=(",", ":"))
+    return hashlib.sha256(vocab.encode()).hexdigest()[:16]
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """Turn `base`, `sft`, `rm`, `ppo` or a folder path into a checkpoint folder that exists, or say what to do."""
+    name = str(name_or_path)
+    if name == "base":
+        path = BASE_MODEL_DIR
+    elif name in STAGE_NAMES:
+        path = stage_dir(name)
+    else:
+        path = Path(name).expanduser()
+    if not (path / "config.json").exists():
+        hint = BUILD_HINT.get(name, "pass a folder written by save_pretrained, or one of: base, sft, rm, ppo")
+        raise FileNotFoundError(f"no checkpoint at {path}: {hint}")
+    return path
+
+
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerFast:
+    path = resolve_checkpoint(name_or_path)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        raise ValueError(f"the tokenizer in {path} has no pad token distinct from EOS; the course needs one to find "
+                         "the last real token of a reply. Use a checkpoint made by this course.")
+    return tokenizer
+
+
+def check_model_matches_tokenizer(model, tokenizer, where: str = "") -> None:
+    """Refuse a model whose embedding table does not fit the tokenizer (a checkpoint from another tokenizer)."""
+    n_model = model.config.vocab_size
+    if n_model != len(tokenizer) or model.config.pad_token_id not in (None, tokenizer.pad_token_id):
+        raise ValueError(f"model{where} has vocab_size={n_model} and pad id {model.config.pad_token_id}, but its "
+                         f"tokenizer has {len(tokenizer)} tokens and pad id {tokenizer.pad_token_id}: they come from "
+                         "different tokenizers. Load the model together with the tokenizer saved beside it.")
+
+
+def check_same_tokenizer(tokenizer_a, tokenizer_b, names: str = "the two models") -> None:
+    """Two models that exchange token ids (policy and reward model, policy and reference) must share a tokenizer."""
+    if tokenizer_fingerprint(tokenizer_a) != tokenizer_fingerprint(tokenizer_b):
+        raise ValueError(f"{names} use different tokenizers, so token ids mean different things to them. "
+                         "Train the reward model from the same SFT checkpoint as the policy (rlhf-lessons reward "
+                         "--init sft).")
+
+
+def load_policy(name_or_path: str | Path = "base", device: str | torch.device | None = None):
+    """Load a causal LM checkpoint and its tokenizer: (GPT2LMHeadModel in eval mode, tokenizer).
+
+    device: where to put it; by default the one runtime.pick_device() picks (cuda > mps > cpu).
+    """
+    from .runtime import pick_device
+
+    device = device or pick_device()
+    path = resolve_checkpoint(name_or_path)
+    tokenizer = load_tokenizer(path)
+    model = GPT2LMHeadModel.from_pretrained(path, use_safetensors=True).to(device)
+    check_model_matches_tokenizer(model, tokenizer, f" in {path}")
+    model.eval()
+    return model, tokenizer
+
+
+def read_manifest(name_or_path: str | Path) -> dict:
+    path = resolve_checkpoint(name_or_path) / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_checkpoint(model, tokenizer, out_dir: str | Path, manifest: dict) -> Path:
+    """save_pretrained (safetensors) for model and tokenizer, plus manifest.json (with the tokenizer fingerprint)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    manifest = {**manifest, "tokenizer": tokenizer_fingerprint(tokenizer),
+                "parameters": sum(p.numel() for p in model.parameters())}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return out
