@@ -51,8 +51,8 @@ def lesson_table() -> str:
         seconds = timings.get("seconds", {}).get(name)
         rows.append(f"| `{name}` | {what} | {f'{seconds:.0f} s' if seconds is not None else 'not measured yet'} |")
     if timings:
-        rows.append(f"\nMeasured on a {timings['machine']} with {timings['threads']} threads, lessons run in order "
-                    "on a fresh workspace.")
+        threads = f"{timings['threads']} thread" + ("s" if timings["threads"] != 1 else "")
+        rows.append(f"\nMeasured on a {timings['machine']}, {threads}, lessons run in order on a fresh workspace.")
     return "\n".join(rows)
 
 
@@ -103,7 +103,7 @@ def refresh(names: list[str] | None = None, timeout: int = 900) -> dict:
             nbformat.write(nb, path)
             timings["seconds"][name] = round(seconds, 1)
             print(f"{name}: {seconds:.0f} s", file=sys.stderr)
-    timings["machine"] = f"{os.cpu_count()}-core {platform.machine()} CPU, no GPU"
+    timings["machine"] = f"{os.cpu_count()}-core {platform.machine()} CPU (no GPU)"
     timings["threads"] = int(os.environ.get("RLHF_LESSONS_THREADS", "2"))
     TIMINGS_FILE.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
     README.write_text(readme_with_times(README.read_text()))
