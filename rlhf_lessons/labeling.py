@@ -12,6 +12,9 @@ to score those low; PPO would then find them. So the pairs mix replies of severa
 one reply of each pair with the Bradley-Terry probability of gold.preference_probability:
 
     P(A preferred) = sigmoid((gold(A) - gold(B)) / noise)
+
+Rankings are cheaper per comparison: `sample_rankings` draws k replies to one request (half from each policy) and
+`simulate_rankings` has a rater order them, which yields all C(k, 2) pairs, each won with that same probability.
 """
 
 from __future__ import annotations
@@ -197,6 +200,94 @@ def simulate_rankings(groups: list[dict], population: str = "balanced", seed: in
                            "rejected": group["replies"][lose], "population": population, "group": g,
                            "order": order})
     return labels, agreement_with_gold(labels, population)
+
+
+def parse_mixture(raters) -> dict[str, float]:
+    """A rater pool as {population: share}, shares summing to 1.
+
+    Accepts a population name ("cautious"), a dict ({"balanced": 0.7, "cautious": 0.3}, any positive weights) or
+    the command line's spelling "balanced:0.7,cautious:0.3" (weights normalised, so "balanced:7,cautious:3" is the
+    same pool). Populations with share 0 are dropped.
+    """
+    if isinstance(raters, str):
+        if ":" not in raters:
+            raters = {raters: 1.0}
+        else:
+            parsed = {}
+            for part in raters.split(","):
+                name, _, weight = part.partition(":")
+                try:
+                    parsed[name.strip()] = float(weight)
+                except ValueError:
+                    raise ValueError(f"cannot read the rater pool {raters!r}: write it like "
+                                     "'balanced:0.7,cautious:0.3'") from None
+            raters = parsed
+    if not isinstance(raters, dict) or not raters:
+        raise ValueError(f"a rater pool is a population name or a {{population: share}} dict, got {raters!r}")
+    unknown = [name for name in raters if name not in gold.POPULATIONS]
+    if unknown:
+        raise ValueError(f"unknown population(s) {unknown}; choose from {sorted(gold.POPULATIONS)}")
+    if any(not math.isfinite(w) or w < 0 for w in raters.values()) or sum(raters.values()) <= 0:
+        raise ValueError(f"shares must be >= 0 and not all 0, got {raters}")
+    total = sum(raters.values())
+    return {name: w / total for name, w in raters.items() if w > 0}
+
+
+def _assign_raters(n: int, shares: dict[str, float], rng: random.Random) -> list[str]:
+    """Which population rates each of n items: drawn independently with the pool's shares."""
+    names = list(shares)
+    return [rng.choices(names, weights=[shares[p] for p in names])[0] for _ in range(n)]
+
+
+def simulate_mixture_rankings(groups: list[dict], raters="balanced", seed: int = 0,
+                              noise: float = gold.DEFAULT_NOISE) -> tuple[list[dict], float]:
+    """Like simulate_rankings, but each set is ranked by a rater drawn from a pool of populations.
+
+    raters: see parse_mixture ({"balanced": 0.7, "cautious": 0.3}: each ranking is made by a cautious rater with
+    probability 0.3). A pool of one population gives exactly simulate_rankings(groups, population, seed).
+    Returns (labels with "population" = the rater's own and "group" = the set's index in `groups`, agreement of each
+    label with its own rater's noiseless gold order).
+    """
+    shares = parse_mixture(raters)
+    if len(shares) == 1:
+        return simulate_rankings(groups, next(iter(shares)), seed, noise)
+    who = _assign_raters(len(groups), shares, random.Random(seed + 104_729))
+    labels, hits = [], 0.0
+    for population in shares:
+        index = [g for g, p in enumerate(who) if p == population]
+        if not index:
+            continue
+        part, agreement = simulate_rankings([groups[g] for g in index], population, seed, noise)
+        for label in part:
+            label["group"] = index[label["group"]]  # one numbering across the pool: a ranking stays one batch
+        labels += part
+        hits += agreement * len(part)
+    labels.sort(key=lambda label: label["group"])
+    return labels, hits / len(labels)
+
+
+def simulate_mixture_labels(pairs: list[dict], raters="balanced", seed: int = 0,
+                            noise: float = gold.DEFAULT_NOISE) -> tuple[list[dict], float]:
+    """Like simulate_labels, but each pair is labelled by a rater drawn from a pool (see parse_mixture).
+
+    Returns (labels in the order of `pairs`, each with its rater's "population", agreement with the raters' own
+    noiseless gold preferences).
+    """
+    shares = parse_mixture(raters)
+    if len(shares) == 1:
+        return simulate_labels(pairs, next(iter(shares)), seed, noise)
+    who = _assign_raters(len(pairs), shares, random.Random(seed + 104_729))
+    labels: list = [None] * len(pairs)
+    hits = 0.0
+    for population in shares:
+        index = [i for i, p in enumerate(who) if p == population]
+        if not index:
+            continue
+        part, agreement = simulate_labels([pairs[i] for i in index], population, seed, noise)
+        for i, label in zip(index, part):
+            labels[i] = label
+        hits += agreement * len(part)
+    return labels, hits / len(labels)
 
 
 def simulate_labels(pairs: list[dict], population: str = "balanced", seed: int = 0,

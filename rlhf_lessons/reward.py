@@ -51,9 +51,10 @@ from .sampling import positions
 
 @dataclass
 class RewardConfig:
-    """Settings of the reward stage. The defaults fit lesson 04's time budget (about 45 s on 2 CPU cores); with
-    more labels and epochs (n_pairs=42_000, epochs=3: about 2 minutes) held-out accuracy comes closer to the noise
-    ceiling, about 0.02 more per doubling of the compute (see the report of `rlhf-lessons reward`)."""
+    """Settings of the reward stage. Measured with seed 0 on 1000 held-out pairs (noise ceiling 0.857):
+    the defaults (750 rankings of 8, two epochs) reach accuracy 0.77; n_pairs=56_000, epochs=3 (2000 rankings)
+    reaches 0.82 with about three times the compute. Accuracy grows by about 0.02 per doubling of labels and
+    epochs: the reward model is short of data, not of capacity."""
 
     epochs: int = 2  # InstructGPT trains one epoch on far more data; ours is small, so it is seen twice
     batch_size: int = 32  # pairs per step (whole rankings: 28 pairs of 8 replies each)
@@ -292,9 +293,9 @@ def gold_correlation(rewards, gold_scores) -> float:
     return (x @ y).item() / denom if denom > 0 else float("nan")
 
 
-def evaluate_on_labels(rm, tokenizer, labels: list[dict], population: str = "balanced",
-                       noise: float = gold.DEFAULT_NOISE) -> dict:
-    """Held-out measures on labelled pairs (labeling.simulate_labels output).
+def evaluate_on_labels(rm, tokenizer, labels: list[dict], noise: float = gold.DEFAULT_NOISE) -> dict:
+    """Held-out measures on labelled pairs (labeling.simulate_labels output, whose gold scores are those of the
+    labelling population).
 
     heldout_accuracy          share of pairs whose simulated choice the RM agrees with
     heldout_expected_accuracy the same, in expectation over the raters' noise (mean P(rater agrees with RM))
@@ -445,7 +446,7 @@ def train_reward(cfg: RewardConfig, pairs: list[dict], init: str | Path = "sft",
         raw_ref = reward_scores(rm, tokenizer, [p for p, _ in reference], [r for _, r in reference], normalized=False)
         result["normalization"] = normalize_reward_model(rm, raw_ref)
     if heldout:
-        result.update(evaluate_on_labels(rm, tokenizer, heldout, population))
+        result.update(evaluate_on_labels(rm, tokenizer, heldout))
     result["seconds"] = round(time.time() - t0, 1)
     if out_dir is not None:
         info = {k: v for k, v in result.items() if k != "calibration"}
@@ -489,11 +490,12 @@ def run_reward_stage(prefs: list[str | Path] | None = None, population: str = "b
     """`rlhf-lessons reward`: label, train, measure and save a reward model.
 
     Training pairs: about `n` fresh pairs (default cfg.n_pairs) from rankings of cfg.k replies (half from the init
-    policy, half from the base model) to training requests, ranked by simulated raters of `population`; plus the pairs of the JSONL files `prefs`; plus (use_store) the
-    preference store's human labels and its simulated labels of `population`. Pairs on held-out requests are
-    left out of training. Held-out: cfg.n_heldout fresh pairs on held-out requests, labelled by the same population.
-    The RM starts from `init` (the workspace's SFT model, trained first if missing) and is saved to `out`
-    (default: the workspace's `rm`). `seconds` counts labelling, training and measuring, not building a missing SFT.
+    policy, half from the base model) to training requests, ranked by simulated raters of `population`; plus the
+    pairs of the JSONL files `prefs`; plus (use_store) the preference store's human labels and its simulated labels
+    of `population`. Pairs on held-out requests are left out of training.
+    Held-out: cfg.n_heldout fresh pairs of every type on held-out requests, labelled by the same population.
+    The RM starts from `init` (the workspace's SFT model, trained first if missing) and is saved to `out` (default:
+    the workspace's `rm`). `seconds` counts labelling, training and measuring, not building a missing SFT.
     """
     from .labeling import sample_pairs, sample_rankings, simulate_labels, simulate_rankings, training_pairs
     from .models import load_policy
@@ -552,8 +554,8 @@ def run_reward_stage(prefs: list[str | Path] | None = None, population: str = "b
     out_dir = Path(out) if out is not None else stage_dir("rm")
     result = train_reward(cfg, pairs, init=init_path, out_dir=out_dir, on_step=on_step, heldout=heldout_labels,
                           reference=reference, population=population, progress=progress, device=device,
-                          manifest={"populations": [population], "init_name": str(init), "fresh_pairs": len(train_labels),
-                                    "file_pairs": sum(1 for _ in extra) - (len(extra) - len(kept)),
+                          manifest={"populations": [population], "init_name": str(init),
+                                    "fresh_pairs": len(train_labels), "other_pairs": len(kept),
                                     "prefs": [str(p) for p in prefs or []], "command": "rlhf-lessons reward"})
     summary = {k: v for k, v in result.items() if k not in ("model", "tokenizer")}
     summary.update({"pairs": len(pairs), "fresh_pairs": len(train_labels), "other_pairs": len(kept),
@@ -618,7 +620,7 @@ def accuracy_by_reply_type(rm, tokenizer, labels: list[dict], population: str = 
 
 def coverage_experiment(train_labels: list[dict], heldout_labels: list[dict], init: str | Path = "sft",
                         cfg: RewardConfig | None = None, population: str = "balanced",
-                        policy_name: str = "sft", max_pairs: int = 3000, progress: bool = True) -> dict:
+                        policy_name: str = "sft", max_pairs: int = 1500, progress: bool = True) -> dict:
     """Train two reward models on the same number of labelled pairs and compare them by reply type.
 
     with_base: pairs of every type (policy-policy, policy-base, base-base), subsampled to the size of
