@@ -86,16 +86,33 @@ chromium:
 	  echo "      To run them on Debian or Ubuntu: sudo apt-get install chromium"; \
 	fi
 
-# Python tests first (MPLBACKEND=Agg: no plot windows), then every notebook through nbval.
-# The notebooks' kernels must not inherit MPLBACKEND: it would replace the inline backend that
-# puts plots into the outputs nbval compares. (Exit 5, every notebook deselected by PYTEST_ARGS, is fine.)
+# Two streams side by side, one CPU thread each (a 2-core machine runs them in about half the time of one
+# after the other): the slow default-settings outcome tests (minutes each, in their own workspaces), and the
+# fast tests followed by every notebook under nbval (in order, in one fresh workspace, as a learner runs them).
+# MPLBACKEND=Agg for the tests (no plot windows); the notebooks' kernels must not inherit it: it would replace
+# the inline backend that puts plots into the outputs nbval compares. (Exit 5, nothing selected, is fine.)
+# With PYTEST_ARGS the tests run as one stream, e.g. make test PYTEST_ARGS="-m 'not slow'" or PYTEST_ARGS=-x.
+TEST_THREADS ?= 1
 test: setup chromium
 	@rm -rf $(TEST_HOME) && mkdir -p $(TEST_HOME)
-	@status=0; \
-	RLHF_LESSONS_HOME=$(TEST_HOME) MPLBACKEND=Agg $(PY) -m pytest -q tests $(PYTEST_ARGS) || status=$$?; \
+	@export RLHF_LESSONS_THREADS=$(TEST_THREADS); ok() { [ $$1 = 0 ] || [ $$1 = 5 ]; }; \
+	slow_status=0; \
+	if [ -z "$(PYTEST_ARGS)" ]; then \
+	  echo "slow outcome tests: running in the background, reported at the end ($(TEST_HOME)/slow-tests.log)"; \
+	  ( RLHF_LESSONS_HOME=$(TEST_HOME)/slow MPLBACKEND=Agg $(PY) -m pytest -q -p no:cacheprovider -m slow tests \
+	      > $(TEST_HOME)/slow-tests.log 2>&1; echo $$? > $(TEST_HOME)/slow-tests.status ) & \
+	  slow_pid=$$!; fast_args="-m 'not slow'"; \
+	else fast_args="$(PYTEST_ARGS)"; fi; \
+	status=0; \
+	eval RLHF_LESSONS_HOME=$(TEST_HOME) MPLBACKEND=Agg $(PY) -m pytest -q tests $$fast_args || status=$$?; \
+	ok $$status && status=0; \
 	if [ -n "$(NOTEBOOKS)" ]; then \
-	  RLHF_LESSONS_HOME=$(TEST_HOME) env -u MPLBACKEND $(PY) -m pytest -q $(NBVAL_ARGS) $(PYTEST_ARGS) $(NOTEBOOKS) \
-	    || { rc=$$?; [ $$rc = 5 ] || status=$$rc; }; \
+	  nb=0; eval RLHF_LESSONS_HOME=$(TEST_HOME) env -u MPLBACKEND $(PY) -m pytest -q $(NBVAL_ARGS) $(PYTEST_ARGS) \
+	    $(NOTEBOOKS) || nb=$$?; ok $$nb || status=$$nb; \
+	fi; \
+	if [ -n "$${slow_pid:-}" ]; then \
+	  wait $$slow_pid; echo; echo "slow outcome tests:"; cat $(TEST_HOME)/slow-tests.log; \
+	  slow_status=$$(cat $(TEST_HOME)/slow-tests.status); ok $$slow_status || status=$$slow_status; \
 	fi; \
 	exit $$status
 

@@ -382,7 +382,10 @@ def test_run_reward_stage_tiny(tiny_init, tmp_path):
               population="cautious")  # another population's simulated labels are not used
     cfg = RewardConfig(n_pairs=12, k=4, n_heldout=10, epochs=1, batch_size=8, max_new_tokens=8)
     result = reward.run_reward_stage(prefs=[prefs], init=tiny_init, out=tmp_path / "rm", cfg=cfg, store=store,
-                                     progress=False)
+                                     progress=False, return_labels=True)
+    train_labels, heldout_labels = result.pop("train_labels"), result.pop("heldout_labels")
+    assert len(heldout_labels) == 10 and len(train_labels) == result["fresh_pairs"]
+    assert not {l["prompt"] for l in train_labels} & {r.prompt for r in world.requests("heldout")}
     json.dumps(result)  # the CLI prints it
     assert result["fresh_pairs"] >= 6 and result["other_pairs"] == 2 and result["dropped_heldout_prompt_pairs"] == 1
     assert result["pairs"] == result["fresh_pairs"] + 2
@@ -398,24 +401,13 @@ def test_run_reward_stage_tiny(tiny_init, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="issue 5 is open: the default reward stage is still being tuned toward its target "
-                         "(held-out accuracy within 0.03 of the noise ceiling in 45 s); not yet verified")
-def test_default_reward_stage(tmp_path):
-    """Default settings (lesson 04's budget). Measured (seed 0): accuracy 0.769 against a ceiling of 0.857."""
-    result = reward.run_reward_stage(out=tmp_path / "rm", seed=0, use_store=False)
+def test_default_reward_stage(default_run):
+    """Default settings (lesson 04). Measured (seed 0): accuracy 0.807 against a noise ceiling of 0.857, gold
+    correlation 0.85. (Issue 5 asks for a gap of 0.03 or less; the defaults leave 0.05: see RewardConfig.)"""
+    result = default_run["reward"]
     assert result["heldout_pairs"] >= 1000
-    assert result["heldout_accuracy"] >= result["noise_ceiling"] - 0.12, result
-    assert result["gold_correlation"] > 0.7 and result["ece"] < 0.1
+    assert result["heldout_accuracy"] >= result["noise_ceiling"] - 0.06, result
+    assert result["gold_correlation"] > 0.8 and result["ece"] < 0.1, result
     assert result["normalization"]["reference_replies"] >= 256
-    rm, _ = reward.load_reward_model(tmp_path / "rm")
+    rm, _ = reward.load_reward_model(result["out"])
     assert rm.config.reward_gain > 0
-
-
-@pytest.mark.slow
-@pytest.mark.skip(reason="issue 5 is open: not yet verified on this machine")
-def test_more_labels_come_closer_to_the_noise_ceiling(tmp_path):
-    """More labels and epochs close most of the gap. Measured (seed 0): 0.821 against a ceiling of 0.857."""
-    result = reward.run_reward_stage(out=tmp_path / "rm", seed=0, use_store=False,
-                                     cfg=RewardConfig(n_pairs=56_000, epochs=3))
-    assert result["heldout_pairs"] >= 1000
-    assert result["heldout_accuracy"] >= result["noise_ceiling"] - 0.05, result
