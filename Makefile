@@ -99,7 +99,7 @@ test: setup chromium
 	slow_status=0; \
 	if [ -z "$(PYTEST_ARGS)" ]; then \
 	  echo "slow outcome tests: running in the background, reported at the end ($(TEST_HOME)/slow-tests.log)"; \
-	  ( RLHF_LESSONS_HOME=$(TEST_HOME)/slow MPLBACKEND=Agg $(PY) -m pytest -q -p no:cacheprovider -m slow tests \
+	  ( RLHF_LESSONS_HOME=$(TEST_HOME)/slow MPLBACKEND=Agg $(PY) -m pytest -q -p no:cacheprovider -m 'slow and not open_issue' tests \
 	      > $(TEST_HOME)/slow-tests.log 2>&1; echo $$? > $(TEST_HOME)/slow-tests.status ) & \
 	  slow_pid=$$!; fast_args="-m 'not slow'"; \
 	else fast_args="$(PYTEST_ARGS)"; fi; \

@@ -131,6 +131,35 @@ def cmd_pipeline(args) -> dict:
     return run_pipeline(population=args.population, out=args.out, seed=args.seed)
 
 
+def _n_list(text: str) -> list[int]:
+    """'1,2,4,8' -> [1, 2, 4, 8]; a clear error for anything else."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise ValueError(f"--n-list must be whole numbers >= 1 separated by commas, like 1,2,4,8 (got {text!r})")
+    return values
+
+
+def cmd_bestofn(args) -> dict:
+    from .overoptimization import bestofn_sweep
+
+    n_list = _n_list(args.n_list)
+    return bestofn_sweep(args.policy, args.reward, n_list=n_list, n_requests=args.requests, seed=args.seed,
+                         max_new_tokens=args.max_new_tokens, population=args.population)
+
+
+def cmd_experiment(args) -> dict:
+    from .overoptimization import overopt_config, run_overopt_experiment
+    from .rater_bias import run_bias_experiment, run_mixture_experiment
+
+    if args.name == "overopt":
+        return run_overopt_experiment(seed=args.seed, cfg=overopt_config(seed=args.seed))
+    run = run_bias_experiment if args.name == "bias" else run_mixture_experiment
+    return run(seed=args.seed, eval_n=args.eval_n, reuse=not args.no_reuse)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlhf-lessons", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None,
@@ -183,6 +212,22 @@ def build_parser() -> argparse.ArgumentParser:
     leash.add_argument("--kl-coef", type=float, default=None, help="a fixed KL coefficient beta")
     leash.add_argument("--target-kl", type=float, default=None, help="adaptive beta aiming at this KL (nats)")
     p.add_argument("--updates", type=int, default=None)
+    p = stage("bestofn", cmd_bestofn, "best-of-n on held-out requests: proxy reward, gold reward and KL for each n")
+    p.add_argument("--policy", default="sft", help="the model that samples (default: the workspace's sft)")
+    p.add_argument("--reward", default="rm", help="the reward model that picks (default: the workspace's rm)")
+    p.add_argument("--n-list", default="1,2,4,8,16,32,64", help="values of n, comma-separated (default: 1,2,...,64)")
+    p.add_argument("--requests", type=int, default=None, help="number of held-out requests (default: all)")
+    p.add_argument("--max-new-tokens", type=int, default=40)
+    p.add_argument("--population", default="balanced", help="the gold rater that measures (default: balanced)")
+    p = stage("experiment", cmd_experiment,
+              "lesson 06's full sweeps, written to <workspace>/experiments/NAME.json: overopt (best-of-n and PPO "
+              "without a KL leash), bias (balanced, cautious and verbose raters), mixture (balanced and cautious "
+              "raters in shares 0 to 1)")
+    p.add_argument("name", choices=["overopt", "bias", "mixture"])
+    p.add_argument("--eval-n", type=int, default=None, help="bias, mixture: held-out requests to measure on "
+                                                            "(default: all)")
+    p.add_argument("--no-reuse", action="store_true", help="bias, mixture: train again even when a run with the "
+                                                           "same settings is saved")
     p = stage("pipeline", cmd_pipeline, "base -> SFT -> simulated labels -> reward model -> PPO -> evaluation, "
                                        "with a report")
     p.add_argument("--population", default="balanced", help="the simulated raters whose labels train the reward model")

@@ -476,6 +476,18 @@ def _init_checkpoint(init: str | Path) -> Path:
     return resolve_checkpoint(init)
 
 
+def labelling_policies(init: str | Path = "sft") -> tuple[Path, list[tuple]]:
+    """(init checkpoint path, [(model, tokenizer, name)] of the init policy and the base model): the two models
+    whose replies are labelled, checked to share a tokenizer. Loading the init trains a missing SFT first."""
+    from .models import load_policy
+
+    init_path = _init_checkpoint(init)
+    policy, policy_tok = load_policy(init_path)
+    base, base_tok = load_policy("base")
+    check_same_tokenizer(policy_tok, base_tok, f"the init checkpoint {init} and the base model")
+    return init_path, [(policy, policy_tok, str(init)), (base, base_tok, "base")]
+
+
 def _stored_pairs(population: str, store=None) -> list[dict]:
     """Pairs from the preference store: every human label, and simulated labels of this population only."""
     from .store import PreferenceStore, default_path
@@ -505,7 +517,6 @@ def run_reward_stage(prefs: list[str | Path] | None = None, population: str = "b
     return_labels: also return the fresh "train_labels" and "heldout_labels" (for coverage_experiment; not JSON).
     """
     from .labeling import sample_pairs, sample_rankings, simulate_labels, simulate_rankings, training_pairs
-    from .models import load_policy
     from .store import read_label_file
     from .workspace import stage_dir
 
@@ -513,12 +524,10 @@ def run_reward_stage(prefs: list[str | Path] | None = None, population: str = "b
         raise ValueError(f"unknown population {population!r}; choose from {sorted(gold.POPULATIONS)}")
     cfg = cfg or RewardConfig(seed=seed)
     n = cfg.n_pairs if n is None else n
-    init_path = _init_checkpoint(init)
+    _init_checkpoint(init)  # a missing SFT is trained first, outside this stage's time
     t0 = time.time()
-    policy, policy_tok = load_policy(init_path)
-    base, base_tok = load_policy("base")
-    check_same_tokenizer(policy_tok, base_tok, f"the init checkpoint {init} and the base model")
-    policies = [(policy, policy_tok, str(init)), (base, base_tok, "base")]
+    init_path, policies = labelling_policies(init)
+    policy, policy_tok, _ = policies[0]
 
     # Fresh labels: rankings of k replies (each gives C(k, 2) pairs), enough of them for about n pairs.
     train_labels, reference = [], []
