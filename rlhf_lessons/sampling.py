@@ -3,8 +3,14 @@
 A batch of prompts is *left*-padded so that every prompt ends at the same position and the first new token of each
 row is predicted from the same column. Each step feeds only the newest token: the keys and values of everything
 before it are kept in the cache, which makes sampling several times faster than re-running the whole sequence.
+A row that has said EOS leaves the batch (and the cache): replies are short and uneven, and computing on finished
+rows would waste about half of the work.
 
     p(token) = softmax(logits / temperature)      (top_k = 0: no truncation, as RLHF's PPO samples)
+
+Each step draws one uniform number per row of the whole batch, finished or not, and picks the token where the
+cumulative probability first exceeds it (inverse-CDF sampling): a row's reply depends on the generator's state
+and the row's own probabilities only, not on which other rows have already finished.
 """
 
 from __future__ import annotations
@@ -73,6 +79,16 @@ def temperature_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int
     return torch.softmax(logits, dim=-1)
 
 
+def draw_tokens(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling: the first token whose cumulative probability exceeds u.   probs (B, V), u (B,) in [0, 1).
+
+    P(token i) = cdf[i] - cdf[i-1] = p_i, and a token of probability 0 is never drawn (its cdf does not rise).
+    """
+    cdf = probs.cumsum(-1)
+    target = (uniform * cdf[:, -1]).unsqueeze(1)  # scaled by the total, which float sums leave a hair off 1
+    return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp(max=probs.size(1) - 1)
+
+
 @torch.no_grad()
 def sample_replies(model, tokenizer, prompts: list[str], max_new_tokens: int = 40, temperature: float = 1.0,
                    top_k: int = 0, generator: torch.Generator | None = None) -> Samples:
@@ -91,28 +107,37 @@ def sample_replies(model, tokenizer, prompts: list[str], max_new_tokens: int = 4
     out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=positions(mask), cache=cache, use_cache=True)
     next_pos = positions(mask)[:, -1:] + 1
     logits = out.logits[:, -1, :]
-    tokens, finished = [], torch.zeros(batch, dtype=torch.bool, device=device)
-    for _ in range(max_new_tokens):
+    reply_ids = torch.full((batch, max_new_tokens), pad, dtype=torch.long, device=device)
+    active = torch.arange(batch, device=device)  # the rows still writing; the cache holds only these
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    steps = 0
+    for step in range(max_new_tokens):
         logits[:, pad] = float("-inf")  # padding is layout, never a word the model may say
         probs = temperature_probs(logits, temperature, top_k)
-        token = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
-        token = torch.where(finished, torch.full_like(token, pad), token)  # rows that ended get padding
-        tokens.append(token)
-        finished |= token == eos
-        if finished.all():
+        uniform = torch.rand(batch, generator=generator, device=device)[active]  # a draw for every row, kept or not
+        token = draw_tokens(probs, uniform)  # (active,)
+        reply_ids[active, step] = token
+        steps = step + 1
+        ended = token == eos
+        finished[active[ended]] = True
+        if ended.all():
             break
-        mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=device)], dim=1)
+        if ended.any():  # finished rows leave the batch and the cache
+            keep = (~ended).nonzero().squeeze(1)
+            active, mask, next_pos, token = active[keep], mask[keep], next_pos[keep], token[keep]
+            cache.batch_select_indices(keep)
+        mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)], dim=1)
         out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos, cache=cache,
                     use_cache=True)
         next_pos = next_pos + 1
         logits = out.logits[:, -1, :]
 
-    reply_ids = torch.stack(tokens, dim=1)  # (B, R)
+    reply_ids = reply_ids[:, :steps]  # (B, R)
     reply_mask = (reply_ids != pad).long()
     texts = [tokenizer.decode([t for t in row.tolist() if t not in (eos, pad)]).strip() for row in reply_ids]
     model.train(was_training)
     return Samples(prompts=list(prompts), prompt_ids=prompt_ids, prompt_mask=prompt_mask, reply_ids=reply_ids,
-                   reply_mask=reply_mask, ended=finished.clone(), texts=texts)
+                   reply_mask=reply_mask, ended=finished, texts=texts)
 
 
 def sample_in_batches(model, tokenizer, prompts: list[str], batch_size: int = 64, seed: int = 0,

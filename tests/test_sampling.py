@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rlhf_lessons.sampling import left_pad, positions, sample_replies
+from rlhf_lessons.sampling import draw_tokens, left_pad, positions, sample_replies, temperature_probs
 
 PROMPTS = ["Hello!", "How long should I boil an egg?", "Quick question: What is the best way to terminate a loop?"]
 
@@ -69,3 +69,47 @@ def test_too_long_prompt_gets_a_clear_error(base_tokenizer, tiny_model):
         sample_replies(tiny_model, base_tokenizer, ["egg " * 200], max_new_tokens=10)
     with pytest.raises(ValueError, match="temperature"):
         sample_replies(tiny_model, base_tokenizer, PROMPTS, temperature=0)
+
+
+def test_draw_tokens_follows_the_probabilities_and_never_draws_a_zero():
+    probs = torch.tensor([[0.0, 0.2, 0.0, 0.5, 0.3]])
+    u = torch.linspace(0, 1, 10_001)[:-1]  # an even grid over [0, 1)
+    drawn = draw_tokens(probs.expand(len(u), -1), u)
+    freq = torch.bincount(drawn, minlength=5).float() / len(u)
+    assert torch.allclose(freq, probs[0], atol=1e-3)
+    assert draw_tokens(probs, torch.tensor([0.0])).item() == 1  # u = 0 skips the zero-probability token 0
+    assert draw_tokens(probs, torch.tensor([0.9999999])).item() == 4
+
+
+def reference_replies(model, tokenizer, prompts, max_new_tokens, seed):
+    """The same draws, the slow way: every row, every step, the whole sequence again without a cache."""
+    gen = torch.Generator().manual_seed(seed)
+    ids, mask = left_pad(tokenizer, prompts, max_new_tokens)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    done = torch.zeros(len(prompts), dtype=torch.bool)
+    out = []
+    for _ in range(max_new_tokens):
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits[:, -1].clone()
+        logits[:, pad] = float("-inf")
+        token = draw_tokens(temperature_probs(logits), torch.rand(len(prompts), generator=gen))
+        token = torch.where(done, torch.full_like(token, pad), token)
+        out.append(token)
+        done |= token == eos
+        if done.all():
+            break
+        ids = torch.cat([ids, token[:, None]], 1)
+        mask = torch.cat([mask, (~done | (token == eos)).long()[:, None]], 1)
+    return torch.stack(out, 1)
+
+
+def test_rows_that_end_leave_the_batch_without_changing_any_reply(base_tokenizer, tiny_model):
+    bias = torch.zeros(tiny_model.config.vocab_size)
+    bias[base_tokenizer.eos_token_id] = 4.0  # EOS likely enough that rows end at different steps
+    tiny_model.lm_head.register_forward_hook(lambda m, i, o: o + bias)
+    prompts = PROMPTS * 4
+    with torch.no_grad():
+        expected = reference_replies(tiny_model, base_tokenizer, prompts, 12, seed=5)
+    s = sample_replies(tiny_model, base_tokenizer, prompts, 12, generator=torch.Generator().manual_seed(5))
+    lengths = s.reply_mask.sum(1)
+    assert len(set(lengths.tolist())) > 2 and s.ended.any() and not s.ended.all()  # uneven endings happened
+    assert torch.equal(s.reply_ids, expected)
