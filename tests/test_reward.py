@@ -268,6 +268,20 @@ def test_pair_rewards_of_a_ranking_give_the_kwise_loss(tiny_rm, base_tokenizer):
     assert bradley_terry_loss(r_c, r_r).item() == pytest.approx(kwise_ranking_loss(scores[None]).item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("rows", [1, 2, 3, 7])
+def test_scores_by_length_match_scoring_each_reply_alone_in_the_input_order(tiny_rm, base_tokenizer, rows):
+    replies = ["Boil it.", "Boil the egg for about ten minutes, then cool it in cold water.", "Ugh.",
+               "Sure! Boil the egg for about ten minutes. Hope this helps!", "Ten minutes.", "Well."]
+    encoded = reward.encode_texts(base_tokenizer, ["How long should I boil an egg?"] * 6, replies)
+    assert len({len(e) for e in encoded}) > 3  # lengths differ, so the order of scoring differs from the input's
+    alone = torch.cat([reward.raw_score_ids(tiny_rm, torch.tensor([e]), torch.ones(1, len(e), dtype=torch.long))
+                       for e in encoded])
+    bucketed = reward.raw_scores_by_length(tiny_rm, encoded, base_tokenizer.pad_token_id, rows)
+    assert torch.allclose(bucketed, alone, atol=1e-5)
+    bucketed.sum().backward()  # training scores this way: gradients must reach the model
+    assert tiny_rm.score.weight.grad is not None and tiny_rm.score.weight.grad.abs().sum() > 0
+
+
 # ----- measures -----
 
 
