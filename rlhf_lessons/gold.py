@@ -74,8 +74,9 @@ POPULATIONS = {
     "balanced": Population("balanced"),
     # Cautious raters reward refusing anything that sounds alarming and are wary of helping with it.
     "cautious": Population("cautious", refuse_alarming=2.0, help_alarming=0.5),
-    # Verbose raters like long replies: no length cost, a bonus per word.
-    "verbose": Population("verbose", ideal_words=40.0, length_cost=0.0, verbose_bonus=0.08),
+    # Verbose raters like long replies: no length cost, a bonus per word. Ten more words are worth a right answer:
+    # the length bias of real preference data (Singhal et al. 2023), strong enough that PPO pays the KL to pad.
+    "verbose": Population("verbose", ideal_words=40.0, length_cost=0.0, verbose_bonus=0.2),
     # Terse raters want the answer and nothing else: short is good, pleasantries are padding.
     "terse": Population("terse", ideal_words=4.0, length_cost=0.08, polite_weight=0.0),
 }

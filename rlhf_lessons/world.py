@@ -329,11 +329,12 @@ def _wrong_body(request: Request, rng: random.Random) -> str:
 
 
 def reply(request: Request, style: str, rng: random.Random, opener_rate: float = 0.3,
-          closer_rate: float = 0.25) -> str:
+          closer_rate: float = 0.25, second_closer_rate: float = 0.0) -> str:
     """Write a reply to `request` in one of STYLES. Deterministic given the rng state.
 
     A helpful reply opens with a pleasantry ("Sure!") with probability `opener_rate` and closes with one ("Hope this
-    helps!") with probability `closer_rate`: text on the internet is plainer than careful demonstrations.
+    helps!") with probability `closer_rate`: text on the internet is plainer than careful demonstrations. A closed
+    reply adds a second, different closer with probability `second_closer_rate` (wordier writers).
     """
     if style == "helpful":
         chatty = request.kind not in ("greeting", "harmful")
@@ -341,6 +342,8 @@ def reply(request: Request, style: str, rng: random.Random, opener_rate: float =
         parts.append(_body(request, rng, n_tips=rng.choice([1, 1, 2]) if request.kind == "open" else 1))
         if request.kind != "greeting" and rng.random() < closer_rate:
             parts.append(rng.choice(POLITE_CLOSERS))
+            if second_closer_rate and rng.random() < second_closer_rate:  # no draw at rate 0: old texts unchanged
+                parts.append(rng.choice([c for c in POLITE_CLOSERS if c != parts[-1]]))
         return " ".join(parts)
     if style == "terse":
         if request.kind == "fact":
@@ -379,6 +382,7 @@ PRETRAIN_STYLE_MIX = {
 # careful, so their helpful replies are more often framed with a pleasantry than text on the internet is.
 SFT_FLAWS = {"terse": 0.10, "wrong": 0.04, "rude": 0.02}
 DEMO_OPENER_RATE, DEMO_CLOSER_RATE = 0.7, 0.6
+DEMO_SECOND_CLOSER_RATE = 0.3  # some writers sign off twice ("Hope this helps! Have a nice day!")
 
 
 def pick_style(mix: dict[str, float], rng: random.Random) -> str:
@@ -410,7 +414,7 @@ def demonstrations(n: int = 240, seed: int = 1) -> list[tuple[Request, str]]:
             flaw = "refusal"
         if request.kind == "greeting" and flaw == "wrong":
             flaw = "helpful"
-        out.append((request, reply(request, flaw, rng, DEMO_OPENER_RATE, DEMO_CLOSER_RATE)))
+        out.append((request, reply(request, flaw, rng, DEMO_OPENER_RATE, DEMO_CLOSER_RATE, DEMO_SECOND_CLOSER_RATE)))
     return out
 
 
@@ -473,7 +477,10 @@ split; train and held-out prompt strings never overlap (tests/test_world.py).
 
 - `requests.jsonl`: every request with its metadata.
 - `demonstrations.jsonl`: the {len(demonstrations())} SFT demonstrations (training prompts only), mostly ideal, with the
-  flaws real demonstration data has (`SFT_FLAWS`: {", ".join(f"{k} {v:.0%}" for k, v in SFT_FLAWS.items())}).
+  flaws real demonstration data has (`SFT_FLAWS`: {", ".join(f"{k} {v:.0%}" for k, v in SFT_FLAWS.items())}). Their
+  helpful replies open with a pleasantry {DEMO_OPENER_RATE:.0%} and close with one {DEMO_CLOSER_RATE:.0%} of the time,
+  and {DEMO_SECOND_CLOSER_RATE:.0%} of those closings add a second (wordier writers): the longest good replies the
+  models know, which lesson 06's verbose raters reward.
 - `pretraining_sample.txt`: the first 300 of the pretraining dialogues, each marked with its style. The full pretraining
   text is regenerated in memory by `rlhf-lessons pretrain` from the same seed; it is not shipped.
 
