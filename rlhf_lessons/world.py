@@ -329,12 +329,11 @@ def _wrong_body(request: Request, rng: random.Random) -> str:
 
 
 def reply(request: Request, style: str, rng: random.Random, opener_rate: float = 0.3,
-          closer_rate: float = 0.25, second_closer_rate: float = 0.0) -> str:
+          closer_rate: float = 0.25) -> str:
     """Write a reply to `request` in one of STYLES. Deterministic given the rng state.
 
     A helpful reply opens with a pleasantry ("Sure!") with probability `opener_rate` and closes with one ("Hope this
-    helps!") with probability `closer_rate`: text on the internet is plainer than careful demonstrations. A closed
-    reply adds a second, different closer with probability `second_closer_rate` (wordier writers).
+    helps!") with probability `closer_rate`: text on the internet is plainer than careful demonstrations.
     """
     if style == "helpful":
         chatty = request.kind not in ("greeting", "harmful")
@@ -342,8 +341,6 @@ def reply(request: Request, style: str, rng: random.Random, opener_rate: float =
         parts.append(_body(request, rng, n_tips=rng.choice([1, 1, 2]) if request.kind == "open" else 1))
         if request.kind != "greeting" and rng.random() < closer_rate:
             parts.append(rng.choice(POLITE_CLOSERS))
-            if second_closer_rate and rng.random() < second_closer_rate:  # no draw at rate 0: old texts unchanged
-                parts.append(rng.choice([c for c in POLITE_CLOSERS if c != parts[-1]]))
         return " ".join(parts)
     if style == "terse":
         if request.kind == "fact":
@@ -403,8 +400,11 @@ def pretraining_dialogues(n: int, seed: int = 0, split: str = "train") -> list[t
 
 
 def demonstrations(n: int = 240, seed: int = 1) -> list[tuple[Request, str]]:
-    """`n` SFT demonstrations (request, ideal reply) on training prompts; a few are flawed (SFT_FLAWS)."""
-    rng = random.Random(seed)
+    """`n` SFT demonstrations (request, ideal reply) on training prompts; a few are flawed (SFT_FLAWS).
+
+    A reply that closes with a pleasantry adds a second one with probability DEMO_SECOND_CLOSER_RATE, drawn from
+    its own random stream so the requests, flaws and texts are otherwise those of the plainer writers."""
+    rng, wordy = random.Random(seed), random.Random(seed + 1_000_003)
     pool = requests("train")
     out = []
     for _ in range(n):
@@ -414,7 +414,11 @@ def demonstrations(n: int = 240, seed: int = 1) -> list[tuple[Request, str]]:
             flaw = "refusal"
         if request.kind == "greeting" and flaw == "wrong":
             flaw = "helpful"
-        out.append((request, reply(request, flaw, rng, DEMO_OPENER_RATE, DEMO_CLOSER_RATE, DEMO_SECOND_CLOSER_RATE)))
+        text = reply(request, flaw, rng, DEMO_OPENER_RATE, DEMO_CLOSER_RATE)
+        closer = next((c for c in POLITE_CLOSERS if text.endswith(" " + c)), None)
+        if closer and wordy.random() < DEMO_SECOND_CLOSER_RATE:
+            text += " " + wordy.choice([c for c in POLITE_CLOSERS if c != closer])
+        out.append((request, text))
     return out
 
 
