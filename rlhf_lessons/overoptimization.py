@@ -258,16 +258,20 @@ def _brief(fit: dict) -> dict:
 # --------------------------------------------------------------------------------------------------------------------
 
 def overopt_config(**changes):
-    """PPOConfig of the over-optimisation run: lesson 05's defaults with the leash off (kl_coef 0).
+    """PPOConfig of the over-optimisation run: lesson 05's defaults with the leash off (kl_coef 0) and twice its
+    learning rate (2e-4), a strong optimiser for a short run.
 
-    Measured (seed 0, default SFT and reward model, 1 CPU thread, about 3 minutes; means of 10 updates): gold
-    2.27 at the start, 2.31 at its peak (update 10, KL 1.1 nats), then down to 0.37 by update 99 (KL 29) while
-    the proxy climbs the whole way, 0.16 -> 1.27. Lesson 05's leash (kl_coef 0.15) instead holds KL near 1.7 and
-    ends with gold 2.50. Any field can be changed, e.g. overopt_config(kl_coef=0.02) for a short leash.
+    Why the doubled step: a better reward model is harder to game (Gao et al. 2022 see the same as reward models
+    grow). While the reward model's defaults were being improved, 100 unleashed updates at lesson 05's step size
+    (1e-4) took gold only from 1.96 to a peak of 2.43 and back to 2.13. Measured with 2e-4 (seed 0, default SFT and
+    reward model, 1 CPU thread, about 3 minutes; means of 10 updates): gold 1.84 at the start, 2.03 at its peak
+    (update 10), then down to -0.44 by update 99 (KL 98 nats) while the proxy climbs the whole way, -0.13 -> 0.15 ->
+    1.44. Lesson 05's leash (kl_coef 0.15) instead holds KL near 1.3 and ends with gold 2.64. Any field can be
+    changed, e.g. overopt_config(kl_coef=0.02) for a short leash, or overopt_config(lr=1e-4).
     """
     from .ppo import PPOConfig
 
-    return replace(PPOConfig(kl_coef=0.0), **changes)
+    return replace(PPOConfig(kl_coef=0.0, lr=2e-4), **changes)
 
 
 def smooth_log(log: list[dict], window: int = 10) -> list[dict]:
