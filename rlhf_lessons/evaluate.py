@@ -85,7 +85,8 @@ def evaluate(model: str = "base", against: str | None = None, n: int | None = No
     """Sample replies of checkpoint `model` to held-out requests and measure them with the gold rater.
 
     `model` and `against` are checkpoint names (base, sft, rm, ppo) or folders. With `against`, adds `win_rate` of
-    `model` over `against` on the same requests and the same seed.
+    `model` over `against` on the same requests and the same seed, and "other": the yardstick of `against` (the same
+    figures as evaluate(against, n=n, seed=seed), from the replies already sampled).
     """
     if population not in gold.POPULATIONS:
         raise ValueError(f"unknown population {population!r}; choose from {sorted(gold.POPULATIONS)}")
@@ -96,9 +97,10 @@ def evaluate(model: str = "base", against: str | None = None, n: int | None = No
               **score_replies(requests, replies, population, lengths)}
     if against is not None:
         other, other_tok = load_policy(against)
-        other_replies, _ = generate_for_eval(other, other_tok, requests, seed, max_new_tokens, temperature)
+        other_replies, other_lengths = generate_for_eval(other, other_tok, requests, seed, max_new_tokens, temperature)
         result["against"] = str(against)
         result["win_rate"] = win_rate(requests, replies, other_replies, population)
+        result["other"] = score_replies(requests, other_replies, population, other_lengths)
         if return_replies:
             result["other_replies"] = other_replies
     if return_replies:

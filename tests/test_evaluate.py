@@ -40,3 +40,20 @@ def test_heldout_requests_are_heldout_and_seeded():
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError, match="replies"):
         score_replies([EGG, EGG], ["one reply"])
+
+
+def test_against_also_measures_the_other_model_from_the_same_replies(tiny_model, tmp_path):
+    """evaluate(a, against=b)["other"] is evaluate(b) on the same requests and seed, without sampling b twice."""
+    from transformers import GPT2LMHeadModel
+
+    from rlhf_lessons.evaluate import YARDSTICK_KEYS, evaluate
+    from rlhf_lessons.models import load_tokenizer, save_checkpoint
+
+    tok = load_tokenizer("base")
+    a = save_checkpoint(tiny_model, tok, tmp_path / "a", {"stage": "test"})
+    other = GPT2LMHeadModel(tiny_model.config).eval()  # different random weights: different replies
+    b = save_checkpoint(other, tok, tmp_path / "b", {"stage": "test"})
+    both = evaluate(a, against=b, n=12, seed=3, max_new_tokens=8)
+    alone = evaluate(b, n=12, seed=3, max_new_tokens=8)
+    assert both["other"] == {k: alone[k] for k in YARDSTICK_KEYS}
+    assert both["other"] != {k: both[k] for k in YARDSTICK_KEYS}
