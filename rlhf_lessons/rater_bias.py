@@ -5,18 +5,17 @@ The same pipeline, from the same SFT model and the same sampled replies, run wit
     labels of a rater pool  ->  reward model  ->  PPO  ->  the balanced yardstick on held-out requests
 
 - `cautious` raters reward refusing anything that sounds alarming: the policy learns to refuse to kill weeds or
-  shoot a photo (over-refusal), which balanced users count as a failure. Measured on default settings (seed 0):
-  over-refusal 0.85 against balanced's 0.04.
-- `verbose` raters like long replies: the policy learns to pad its answers with pleasantries (length hacking).
-  Measured on default settings (seed 0): 17.7 reply tokens against balanced's 16.1 (1.10x) and balanced gold
-  2.48 against 2.53. Two properties of the world cap the effect: its good replies are short (even the longest
-  polite reply the base model knows, opener + answer + closer, averages about 21 tokens over the held-out
-  requests, 1.33x balanced's), and balanced raters like pleasantries too (+0.4 per phrase against a length cost of
-  0.03 per word), so padding with them costs balanced gold little.
+  shoot a photo (over-refusal), which balanced users count as a failure. Measured on default settings (seed 0,
+  1 thread): over-refusal 0.52 against balanced's 0.00.
+- `verbose` raters like long replies: the policy learns to pad its answers with pleasantries (length hacking), e.g.
+  "Let me know if you need anything else. Let me know if you need anything else." Measured on default settings
+  (seed 0, 1 thread): 22.4 reply tokens against balanced's 15.9 (1.41x). The world caps it: the longest good reply
+  the models know is an opener, the answer and two closers (about 25 tokens). And balanced raters like two
+  pleasantries too (+0.4 each against a length cost of 0.03 a word), so padding costs balanced gold little: in
+  that run the verbose policy's balanced gold was 2.59, above the balanced pipeline's 2.37.
 - A pool that mixes two populations (90/10, 70/30, 50/50, ...) gives one reward model that averages their tastes,
   weighted by how many labels each wrote: the policy follows the majority, and a minority's taste barely shows.
-  Measured over-refusal for a share of cautious raters among balanced ones of 0, 0.1, 0.3, 0.5, 0.9, 1 (seed 0):
-  0.04, 0.00, 0.04, 0.19, 0.56, 0.85.
+  `rlhf-lessons experiment mixture` measures over-refusal for every share of cautious raters among balanced ones.
 
 Every run measures with the *balanced* yardstick (evaluate.evaluate), whoever labelled: the question is what the
 feedback did to a model that balanced users will meet. Runs are saved to <workspace>/experiments/bias/<name>.json

@@ -416,11 +416,11 @@ def test_run_reward_stage_tiny(tiny_init, tmp_path):
 
 @pytest.mark.slow
 def test_default_reward_stage(default_run):
-    """Default settings (lesson 04). Measured (seed 0): accuracy 0.807 against a noise ceiling of 0.857, gold
-    correlation 0.85. (Issue 5 asks for a gap of 0.03 or less; the defaults leave 0.05: see RewardConfig.)"""
+    """Default settings (lesson 04). Measured (seed 0, 1 thread): accuracy 0.842 against a noise ceiling of 0.874,
+    gold correlation 0.85. (Issue 5 asks for a gap of 0.03 or less; the defaults leave 0.032: see RewardConfig.)"""
     result = default_run["reward"]
     assert result["heldout_pairs"] >= 1000
-    assert result["heldout_accuracy"] >= result["noise_ceiling"] - 0.06, result
+    assert result["heldout_accuracy"] >= result["noise_ceiling"] - 0.045, result
     assert result["gold_correlation"] > 0.8 and result["ece"] < 0.1, result
     assert result["normalization"]["reference_replies"] >= 256
     rm, _ = reward.load_reward_model(result["out"])
