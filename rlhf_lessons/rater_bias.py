@@ -14,8 +14,9 @@ The same pipeline, from the same SFT model and the same sampled replies, run wit
   pleasantries too (+0.4 each against a length cost of 0.03 a word), so padding costs balanced gold little: in
   that run the verbose policy's balanced gold was 2.59, above the balanced pipeline's 2.37.
 - A pool that mixes two populations (90/10, 70/30, 50/50, ...) gives one reward model that averages their tastes,
-  weighted by how many labels each wrote: the policy follows the majority, and a minority's taste barely shows.
-  `rlhf-lessons experiment mixture` measures over-refusal for every share of cautious raters among balanced ones.
+  weighted by how many labels each wrote: a minority's taste barely shows. Measured (seed 0, 1 thread):
+  over-refusal 0.04 with 10% cautious raters among balanced ones, 0.19 with 90% (balanced alone 0.00, cautious
+  alone 0.52). `rlhf-lessons experiment mixture` measures every share.
 
 Every run measures with the *balanced* yardstick (evaluate.evaluate), whoever labelled: the question is what the
 feedback did to a model that balanced users will meet. Runs are saved to <workspace>/experiments/bias/<name>.json
