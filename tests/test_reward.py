@@ -143,7 +143,7 @@ def test_head_reads_the_last_real_token_under_any_padding(tiny_rm, base_tokenize
     texts = [("How long should I boil an egg?", "Boil the egg for about ten minutes."),
              ("Hello!", "Hi."),
              ("What color is snow?", "Well, My favorite color is purple. I once saw a duck wearing a hat.")]
-    seqs = reward.encode_texts(base_tokenizer, [p for p, _ in texts], [r for _, r in texts])
+    seqs = [ids for ids, _ in reward.encode_texts(base_tokenizer, [p for p, _ in texts], [r for _, r in texts])]
     pad = base_tokenizer.pad_token_id
     with torch.no_grad():
         alone = torch.cat([reward.score_ids(tiny_rm, torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))
@@ -269,17 +269,38 @@ def test_pair_rewards_of_a_ranking_give_the_kwise_loss(tiny_rm, base_tokenizer):
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 7])
-def test_scores_by_length_match_scoring_each_reply_alone_in_the_input_order(tiny_rm, base_tokenizer, rows):
-    replies = ["Boil it.", "Boil the egg for about ten minutes, then cool it in cold water.", "Ugh.",
-               "Sure! Boil the egg for about ten minutes. Hope this helps!", "Ten minutes.", "Well."]
-    encoded = reward.encode_texts(base_tokenizer, ["How long should I boil an egg?"] * 6, replies)
-    assert len({len(e) for e in encoded}) > 3  # lengths differ, so the order of scoring differs from the input's
-    alone = torch.cat([reward.raw_score_ids(tiny_rm, torch.tensor([e]), torch.ones(1, len(e), dtype=torch.long))
-                       for e in encoded])
-    bucketed = reward.raw_scores_by_length(tiny_rm, encoded, base_tokenizer.pad_token_id, rows)
-    assert torch.allclose(bucketed, alone, atol=1e-5)
-    bucketed.sum().backward()  # training scores this way: gradients must reach the model
-    assert tiny_rm.score.weight.grad is not None and tiny_rm.score.weight.grad.abs().sum() > 0
+def test_shared_prompt_scores_match_scoring_each_reply_alone_in_the_input_order(tiny_rm, base_tokenizer, rows):
+    prompts = ["How long should I boil an egg?", "Hi", "How long should I boil an egg?", "What color is snow?",
+               "Hi", "How long should I boil an egg?", "What is the capital of France, and why?"]
+    replies = ["Boil it.", "Hello! How can I help you today?", "Ugh.",
+               "Snow is white. Hope this helps! Have a nice day!", "Hi.", "Sure! Boil the egg for ten minutes.",
+               "Paris."]
+    encoded = reward.encode_texts(base_tokenizer, prompts, replies)
+    assert len({len(ids) for ids, _ in encoded}) > 3 and len({n for _, n in encoded}) > 2  # lengths differ
+    grads = []
+    for shared in (False, True):
+        tiny_rm.zero_grad()
+        if shared:  # prompts run once each, replies shortest first: another order and other padding
+            scores = reward.raw_scores(tiny_rm, encoded, base_tokenizer.pad_token_id, rows)
+        else:
+            scores = torch.cat([reward.raw_score_ids(tiny_rm, torch.tensor([ids]), torch.ones(1, len(ids),
+                                                                                        dtype=torch.long))
+                                for ids, _ in encoded])
+        (scores * torch.arange(1.0, 8.0)).sum().backward()  # a weight per reply: the order must be right
+        grads.append((scores.detach(), [p.grad.clone() for p in tiny_rm.parameters()]))
+    (alone, alone_grads), (shared, shared_grads) = grads
+    assert torch.allclose(shared, alone, atol=1e-5)
+    for g_alone, g_shared in zip(alone_grads, shared_grads, strict=True):  # training scores this way
+        assert torch.allclose(g_shared, g_alone, atol=1e-4)
+    assert shared_grads[0].abs().sum() > 0  # the gradient reaches the embeddings through the prompt's cache
+
+
+def test_encode_texts_cuts_a_long_pair_to_the_context_keeping_eos(base_tokenizer):
+    long_prompt = "Tell me about eggs. " * 80
+    (ids, n_prompt), = reward.encode_texts(base_tokenizer, [long_prompt], ["Boil them."], max_length=64)
+    assert len(ids) == 64 and ids[-1] == base_tokenizer.eos_token_id and n_prompt == 63  # the EOS is the reply
+    (ids, n_prompt), = reward.encode_texts(base_tokenizer, ["Hi"], ["Hello."])
+    assert ids[:n_prompt] == base_tokenizer.encode("User: Hi\nAssistant:")
 
 
 # ----- measures -----
