@@ -147,7 +147,7 @@ def sample_rankings(n_groups: int, k: int = 4, policies=("sft", "base"), seed: i
     while len(groups) < n_groups:
         need = n_groups - len(groups)
         plan = []
-        for _ in range(need + (need // 10 if rounds == 0 else max(4, need // 5))):
+        for _ in range(need + (need // 50 + 4 if rounds == 0 else max(4, need // 5))):  # few sets are ever dropped
             start = rng.randrange(len(names))
             plan.append((rng.choice(pool), [names[(start + j) % len(names)] for j in range(k)]))
         wanted: dict[str, list[str]] = {name: [] for name in names}

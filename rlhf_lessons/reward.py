@@ -403,7 +403,7 @@ def index_replies(pairs: list[dict]) -> tuple[list[tuple[str, str]], list[tuple[
 
 
 def pair_rewards(rm, encoded: list[tuple[list[int], int]], pairs: list[tuple[int, int]], pad_id: int,
-                 length_buckets: int = 2):
+                 length_buckets: int = 3):
     """Raw rewards (r_chosen (B,), r_rejected (B,)) of B pairs given as indices into `encoded` (encode_texts).
 
     Each distinct reply is scored once, and the pairs read their rewards from those scores: for the C(K, 2) pairs
