@@ -52,9 +52,11 @@ def run_pipeline(population: str = "balanced", out: str | Path | None = None, se
                                   cfg=ppo_cfg or PPOConfig(), evaluate_n=eval_n)
     step("evaluation of base, SFT and PPO on held-out requests")
     models = {"base": "base", "sft": root / "sft", "ppo": root / "ppo"}
-    figures = {name: evaluate(path, n=eval_n, seed=seed) for name, path in models.items()}
-    ppo_vs_sft = evaluate(root / "ppo", against=root / "sft", n=eval_n, seed=seed)["win_rate"]
-    sft_vs_base = evaluate(root / "sft", against="base", n=eval_n, seed=seed)["win_rate"]
+    # Two head-to-head evaluations sample each model once; "other" is the opponent's yardstick from its replies.
+    ppo_vs_sft = evaluate(root / "ppo", against=root / "sft", n=eval_n, seed=seed)
+    sft_vs_base = evaluate(root / "sft", against="base", n=eval_n, seed=seed)
+    figures = {"base": sft_vs_base["other"], "sft": sft_vs_base, "ppo": ppo_vs_sft}
+    ppo_vs_sft, sft_vs_base = ppo_vs_sft["win_rate"], sft_vs_base["win_rate"]
 
     summary = {
         "population": population, "out": str(root), "seed": seed,
