@@ -8,6 +8,7 @@ rows would waste about half of the work.
 
     p(token) = softmax(logits / temperature)      (top_k = 0: no truncation, as RLHF's PPO samples)
 
+A prompt that several rows ask (the k replies of a ranking, best-of-n's n) is read once and its cache copied to them.
 Each step draws one uniform number per row of the whole batch, finished or not, and picks the token where the
 cumulative probability first exceeds it (inverse-CDF sampling): a row's reply depends on the generator's state
 and the row's own probabilities only, not on which other rows have already finished.
@@ -104,9 +105,19 @@ def sample_replies(model, tokenizer, prompts: list[str], max_new_tokens: int = 4
 
     cache = DynamicCache(config=model.config)
     mask = prompt_mask
-    out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=positions(mask), cache=cache, use_cache=True)
+    # Each distinct prompt is read once (a ranking asks one request k times, best-of-n n times); its rows copy the
+    # keys and values. Only the last position's logits are needed: the LM head skips the rest of the prompt.
+    first_row = {}
+    distinct = torch.tensor(sorted({first_row.setdefault(p, i) for i, p in enumerate(prompts)}), device=device)
+    out = model(input_ids=prompt_ids[distinct], attention_mask=mask[distinct], position_ids=positions(mask)[distinct],
+                cache=cache, use_cache=True, logits_to_keep=1)
+    logits = out.logits[:, -1, :]  # (distinct prompts, V)
+    if len(distinct) < batch:
+        slot = {row: k for k, row in enumerate(distinct.tolist())}
+        copy_of = torch.tensor([slot[first_row[p]] for p in prompts], device=device)  # (B,) each row's prompt slot
+        cache.batch_select_indices(copy_of)
+        logits = logits[copy_of]
     next_pos = positions(mask)[:, -1:] + 1
-    logits = out.logits[:, -1, :]
     reply_ids = torch.full((batch, max_new_tokens), pad, dtype=torch.long, device=device)
     active = torch.arange(batch, device=device)  # the rows still writing; the cache holds only these
     finished = torch.zeros(batch, dtype=torch.bool, device=device)

@@ -106,7 +106,7 @@ def test_rows_that_end_leave_the_batch_without_changing_any_reply(base_tokenizer
     bias = torch.zeros(tiny_model.config.vocab_size)
     bias[base_tokenizer.eos_token_id] = 4.0  # EOS likely enough that rows end at different steps
     tiny_model.lm_head.register_forward_hook(lambda m, i, o: o + bias)
-    prompts = PROMPTS * 4
+    prompts = PROMPTS * 4  # each prompt in four rows: one prefill, its cache copied to the others
     with torch.no_grad():
         expected = reference_replies(tiny_model, base_tokenizer, prompts, 12, seed=5)
     s = sample_replies(tiny_model, base_tokenizer, prompts, 12, generator=torch.Generator().manual_seed(5))
