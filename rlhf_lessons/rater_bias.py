@@ -6,17 +6,17 @@ The same pipeline, from the same SFT model and the same sampled replies, run wit
 
 - `cautious` raters reward refusing anything that sounds alarming: the policy learns to refuse to kill weeds or
   shoot a photo (over-refusal), which balanced users count as a failure. Measured on default settings (seed 0,
-  1 thread): over-refusal 0.52 against balanced's 0.00.
-- `verbose` raters like long replies: the policy learns to pad its answers with pleasantries (length hacking), e.g.
-  "Let me know if you need anything else. Let me know if you need anything else." Measured on default settings
-  (seed 0, 1 thread): 22.4 reply tokens against balanced's 15.9 (1.41x). The world caps it: the longest good reply
-  the models know is an opener, the answer and two closers (about 25 tokens). And balanced raters like two
-  pleasantries too (+0.4 each against a length cost of 0.03 a word), so padding costs balanced gold little: in
-  that run the verbose policy's balanced gold was 2.59, above the balanced pipeline's 2.37.
+  1 thread): over-refusal 0.48 against balanced's 0.00.
+- `verbose` raters like long replies: the policy learns to pad its answers with pleasantries (length hacking).
+  Measured on default settings (seed 0, 1 thread): 22.1 reply tokens against balanced's 16.0 (1.38x), and the
+  balanced gold score falls from 2.56 to 2.48: the verbose policy answers right less often (0.81 against 0.88).
+  The world caps the length: the longest good reply the models know is an opener, the answer and two closers
+  (about 25 tokens), and balanced raters like two pleasantries too (+0.4 each against a length cost of 0.03 a
+  word), so padding alone costs balanced gold little.
 - A pool that mixes two populations (90/10, 70/30, 50/50, ...) gives one reward model that averages their tastes,
-  weighted by how many labels each wrote: a minority's taste barely shows. Measured (seed 0, 1 thread):
-  over-refusal 0.04 with 10% cautious raters among balanced ones, 0.19 with 90% (balanced alone 0.00, cautious
-  alone 0.52). `rlhf-lessons experiment mixture` measures every share.
+  weighted by how many labels each wrote: the majority's taste becomes the model's, a minority's barely shows.
+  Measured (seed 0, 1 thread): over-refusal 0.04 with 10% cautious raters among balanced ones, 0.52 with 90%
+  (balanced alone 0.00, cautious alone 0.48). `rlhf-lessons experiment mixture` measures every share.
 
 Every run measures with the *balanced* yardstick (evaluate.evaluate), whoever labelled: the question is what the
 feedback did to a model that balanced users will meet. Runs are saved to <workspace>/experiments/bias/<name>.json

@@ -176,49 +176,41 @@ def run_pool(defaults, raters):
 
 @pytest.mark.slow
 def test_cautious_raters_teach_over_refusal(defaults):
-    """Measured (seed 0, 1 thread): over-refusal 0.52 against balanced's 0.00."""
+    """Measured (seed 0, 1 thread): over-refusal 0.48 against balanced's 0.00."""
     balanced, cautious = defaults["balanced"], run_pool(defaults, "cautious")
     assert cautious["over_refusal_rate"] >= balanced["over_refusal_rate"] + 0.3, (balanced, cautious)
 
 
 @pytest.mark.slow
-def test_verbose_raters_teach_padding(defaults):
-    """Measured (seed 0, 1 thread): 22.4 reply tokens against balanced's 15.9 (1.41x): the policy signs off twice
-    ("Let me know if you need anything else. Let me know if you need anything else.")."""
+def test_verbose_raters_teach_padding_that_balanced_users_like_less(defaults):
+    """Measured (seed 0, 1 thread): 22.1 reply tokens against balanced's 16.0 (1.38x), and a balanced gold score of
+    2.48 against the balanced pipeline's 2.56: the padding is pleasantries, and the verbose policy answers right
+    less often (0.81 against 0.88 of the fact and advice requests)."""
     balanced, verbose = defaults["balanced"], run_pool(defaults, "verbose")
     assert verbose["mean_reply_tokens"] >= 1.3 * balanced["mean_reply_tokens"], (balanced, verbose)
-
-
-@pytest.mark.slow
-@pytest.mark.open_issue  # not run by `make test`: it fails today; run it with pytest -m open_issue
-def test_verbose_raters_make_replies_half_as_long_again_that_balanced_users_like_less(defaults):
-    """Issue 7's target, not met: 1.5 times balanced's reply length while the balanced gold score falls. Measured
-    (seed 0, 1 thread): 1.41x, and balanced gold 2.59 against the balanced pipeline's 2.37: balanced raters like
-    two pleasantries too (+0.4 each against a length cost of 0.03 a word), and this verbose policy answered right
-    more often (0.86 against 0.81). The longest good reply the models know is an opener, the answer and two closers
-    (about 25 tokens), and PPO's KL leash keeps the policy near SFT, whose demonstrations sign off twice in 11% of replies."""
-    balanced, verbose = defaults["balanced"], run_pool(defaults, "verbose")
-    assert verbose["mean_reply_tokens"] >= 1.5 * balanced["mean_reply_tokens"], (balanced, verbose)
     assert verbose["gold_mean"] < balanced["gold_mean"], (balanced, verbose)
 
 
 @pytest.mark.slow
-def test_over_refusal_grows_with_the_share_of_cautious_raters(defaults):
-    """90/10 behaves like the balanced majority; 10/90 refuses more. Measured (seed 0, 1 thread): over-refusal
-    0.04 with 10% cautious raters, 0.19 with 90% (balanced alone 0.00, cautious alone 0.52)."""
-    balanced = defaults["balanced"]
-    mostly_balanced = run_pool(defaults, rater_bias.mixture("cautious", 0.1))
-    mostly_cautious = run_pool(defaults, rater_bias.mixture("cautious", 0.9))
-    assert mostly_balanced["over_refusal_rate"] <= balanced["over_refusal_rate"] + 0.15, mostly_balanced
-    assert mostly_cautious["over_refusal_rate"] >= mostly_balanced["over_refusal_rate"] + 0.1, mostly_cautious
+@pytest.mark.open_issue  # not run by `make test`: it fails today; run it with pytest -m open_issue
+def test_verbose_raters_make_replies_half_as_long_again(defaults):
+    """Issue 7's length target, not met: 1.5 times balanced's reply length. Measured (seed 0, 1 thread): 1.38x.
+    The longest good reply the models know is an opener, the answer and two closers (about 25 tokens), and PPO's
+    KL leash keeps the policy near SFT, whose demonstrations sign off twice in 11% of replies."""
+    balanced, verbose = defaults["balanced"], run_pool(defaults, "verbose")
+    assert verbose["mean_reply_tokens"] >= 1.5 * balanced["mean_reply_tokens"], (balanced, verbose)
 
 
 @pytest.mark.slow
-@pytest.mark.open_issue  # not run by `make test`: it fails today; run it with pytest -m open_issue
 def test_a_mixed_pool_follows_its_majority(defaults):
-    """Issue 7's reading of representativeness: 10/90 behaves like the cautious majority, well above 90/10. Not met
-    with the current defaults: measured (seed 0, 1 thread) 0.19 with 90% cautious raters against 0.04 with 10%
-    (cautious alone 0.52); the previous defaults gave 0.56 against 0.00."""
+    """Representativeness: 90/10 behaves like the balanced majority, 10/90 like the cautious majority. Measured
+    (seed 0, 1 thread): over-refusal 0.04 with 10% cautious raters and 0.52 with 90% (balanced alone 0.00,
+    cautious alone 0.48). A pool is a vote: the minority's taste barely shows."""
+    balanced, cautious = defaults["balanced"], run_pool(defaults, "cautious")
     mostly_balanced = run_pool(defaults, rater_bias.mixture("cautious", 0.1))
     mostly_cautious = run_pool(defaults, rater_bias.mixture("cautious", 0.9))
+    assert mostly_balanced["over_refusal_rate"] <= balanced["over_refusal_rate"] + 0.15, mostly_balanced
+    assert mostly_cautious["over_refusal_rate"] >= cautious["over_refusal_rate"] - 0.15, (cautious, mostly_cautious)
     assert mostly_cautious["over_refusal_rate"] >= mostly_balanced["over_refusal_rate"] + 0.3, mostly_cautious
+
+

@@ -437,8 +437,9 @@ def test_run_reward_stage_tiny(tiny_init, tmp_path):
 
 @pytest.mark.slow
 def test_default_reward_stage(default_run):
-    """Default settings (lesson 04). Measured (seed 0, 1 thread): accuracy 0.842 against a noise ceiling of 0.874,
-    gold correlation 0.85. (Issue 5 asks for a gap of 0.03 or less; the defaults leave 0.032: see RewardConfig.)"""
+    """Default settings (lesson 04). Measured (seed 0, 1 thread): accuracy 0.846 against a noise ceiling of 0.874
+    (gap 0.028; issue 5 asks for 0.03 or less), gold correlation 0.84. The guard is looser than the target: other
+    training seeds gave gaps from 0.028 to 0.045 on the same labels (see RewardConfig)."""
     result = default_run["reward"]
     assert result["heldout_pairs"] >= 1000
     assert result["heldout_accuracy"] >= result["noise_ceiling"] - 0.045, result
