@@ -47,7 +47,7 @@ from . import gold, world
 from .models import (check_model_matches_tokenizer, check_same_tokenizer, encode_example, load_tokenizer,
                      resolve_checkpoint, save_checkpoint)
 from .optim import lr_at, make_adamw, set_lr
-from .sampling import positions
+from .sampling import pad_sequences, positions
 
 
 @dataclass
@@ -198,18 +198,6 @@ def encode_texts(tokenizer, prompts: list[str], replies: list[str],
     return out
 
 
-def pad(sequences: list[list[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded (ids (B, T), mask (B, T)) from lists of token ids, padded on the right or on the left."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        cols = slice(0, len(seq)) if side == "right" else slice(width - len(seq), width)
-        ids[row, cols] = torch.tensor(seq, dtype=torch.long)
-        mask[row, cols] = 1
-    return ids, mask
-
-
 def raw_scores(rm, encoded: list[tuple[list[int], int]], pad_id: int, rows: int) -> torch.Tensor:
     """Raw scores of (token ids, prompt length) sequences (encode_texts), in their order: (N,).
 
@@ -226,7 +214,7 @@ def raw_scores(rm, encoded: list[tuple[list[int], int]], pad_id: int, rows: int)
     prompt_of = [prompt_index.setdefault(tuple(ids[:n]), len(prompt_index)) for ids, n in encoded]
 
     # 1. Every distinct prompt once, left-padded so that all of them end in the last column.
-    p_ids, p_mask = (t.to(device) for t in pad([list(p) for p in prompt_index], pad_id, side="left"))
+    p_ids, p_mask = (t.to(device) for t in pad_sequences([list(p) for p in prompt_index], pad_id, side="left"))
     cache = DynamicCache(config=rm.config)
     rm.transformer(input_ids=p_ids, attention_mask=p_mask, position_ids=positions(p_mask), cache=cache,
                    use_cache=True)
@@ -239,7 +227,7 @@ def raw_scores(rm, encoded: list[tuple[list[int], int]], pad_id: int, rows: int)
     for start in range(0, len(order), rows):
         chunk = order[start:start + rows]
         which = torch.tensor([prompt_of[i] for i in chunk], device=device)  # (R,) each row's prompt
-        r_ids, r_mask = (t.to(device) for t in pad([encoded[i][0][encoded[i][1]:] for i in chunk], pad_id))
+        r_ids, r_mask = (t.to(device) for t in pad_sequences([encoded[i][0][encoded[i][1]:] for i in chunk], pad_id))
         mask = torch.cat([p_mask[which], r_mask], dim=1)  # (R, P + T): the prompt's padding stays masked
         position_ids = prompt_len[which, None] + torch.arange(r_ids.size(1), device=device)  # (R, T) after the prompt
         rows_cache = DynamicCache([(k[which], v[which]) for k, v in prompt_kv], config=rm.config)
@@ -349,6 +337,15 @@ def gold_correlation(rewards, gold_scores) -> float:
     return (x @ y).item() / denom if denom > 0 else float("nan")
 
 
+def label_rewards(rm, tokenizer, labels: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw rewards (r_a (N,), r_b (N,)) of the two replies of N labelled pairs, scored in one pass so that each
+    pair's prompt runs through the model once for both."""
+    prompts = [l["prompt"] for l in labels]
+    raw = reward_scores(rm, tokenizer, prompts + prompts, [l["reply_a"] for l in labels] +
+                        [l["reply_b"] for l in labels], normalized=False)
+    return raw[:len(labels)], raw[len(labels):]
+
+
 def evaluate_on_labels(rm, tokenizer, labels: list[dict], noise: float = gold.DEFAULT_NOISE) -> dict:
     """Held-out measures on labelled pairs (labeling.simulate_labels output, whose gold scores are those of the
     labelling population).
@@ -360,9 +357,7 @@ def evaluate_on_labels(rm, tokenizer, labels: list[dict], noise: float = gold.DE
     calibration, ece          reliability of sigmoid(r_a - r_b) against the simulated choices
     gold_correlation          Pearson r of normalised reward and gold score over all the pairs' replies
     """
-    prompts = [l["prompt"] for l in labels]
-    r_a = reward_scores(rm, tokenizer, prompts, [l["reply_a"] for l in labels], normalized=False)
-    r_b = reward_scores(rm, tokenizer, prompts, [l["reply_b"] for l in labels], normalized=False)
+    r_a, r_b = label_rewards(rm, tokenizer, labels)
     a_chosen = torch.tensor([l["choice"] == "A" for l in labels], dtype=torch.float64)
     p_a = torch.tensor([l["p_a"] for l in labels], dtype=torch.float64)
     gold_a = torch.tensor([l["gold_a"] for l in labels], dtype=torch.float64)
@@ -667,19 +662,18 @@ def accuracy_by_reply_type(rm, tokenizer, labels: list[dict], population: str = 
     """For each reply type: on held-out pairs where exactly one reply is of that type (and gold prefers one), how
     often the RM prefers the reply the gold rater prefers; and the mean reward of replies of that type (z-scored
     over all replies of these pairs). Returns {type: {"pairs", "accuracy", "mean_reward"}}."""
-    prompts = [l["prompt"] for l in labels]
-    r_a = reward_scores(rm, tokenizer, prompts, [l["reply_a"] for l in labels], normalized=False)
-    r_b = reward_scores(rm, tokenizer, prompts, [l["reply_b"] for l in labels], normalized=False)
+    r_a, r_b = label_rewards(rm, tokenizer, labels)
     everything = torch.cat([r_a, r_b])
     z_a, z_b = (r_a - everything.mean()) / everything.std(), (r_b - everything.mean()) / everything.std()
+    types = [(reply_type(l["request"], l["reply_a"]), reply_type(l["request"], l["reply_b"])) for l in labels]
+    golds = [(gold.gold_score(l["request"], l["reply_a"], population),
+              gold.gold_score(l["request"], l["reply_b"], population)) for l in labels]
     out = {}
     for kind in REPLY_TYPES:
         hits, rewards = [], []
-        for label, ra, rb, za, zb in zip(labels, r_a.tolist(), r_b.tolist(), z_a.tolist(), z_b.tolist()):
-            ta, tb = reply_type(label["request"], label["reply_a"]), reply_type(label["request"], label["reply_b"])
+        for (ta, tb), (ga, gb), ra, rb, za, zb in zip(types, golds, r_a.tolist(), r_b.tolist(), z_a.tolist(),
+                                                       z_b.tolist()):
             rewards += [z for t, z in ((ta, za), (tb, zb)) if t == kind]
-            ga = gold.gold_score(label["request"], label["reply_a"], population)
-            gb = gold.gold_score(label["request"], label["reply_b"], population)
             if (ta == kind) != (tb == kind) and ga != gb:
                 hits.append((ra > rb) == (ga > gb))
         out[kind] = {"pairs": len(hits), "accuracy": round(sum(hits) / len(hits), 4) if hits else None,

@@ -46,6 +46,18 @@ class Samples:
         return torch.cat([self.prompt_mask, self.reply_mask], dim=1)
 
 
+def pad_sequences(sequences: list[list[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded (ids (B, T), mask (B, T)) from lists of token ids, padded on the right or on the left."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        cols = slice(0, len(seq)) if side == "right" else slice(width - len(seq), width)
+        ids[row, cols] = torch.tensor(seq, dtype=torch.long)
+        mask[row, cols] = 1
+    return ids, mask
+
+
 def left_pad(tokenizer, prompts: list[str], max_new_tokens: int = 0, device="cpu"):
     """Encode formatted prompts, left-padded: (ids (B, P), mask (B, P)). Refuses prompts that leave no room."""
     encoded = [tokenizer.encode(format_prompt(p)) for p in prompts]
@@ -54,12 +66,7 @@ def left_pad(tokenizer, prompts: list[str], max_new_tokens: int = 0, device="cpu
         if len(ids) + max_new_tokens > limit:
             raise ValueError(f"the request {prompt[:60]!r} is {len(ids)} tokens; with {max_new_tokens} new tokens it "
                              f"exceeds the model's context of {limit}. Shorten the request or ask for fewer tokens.")
-    width = max(len(ids) for ids in encoded)
-    ids = torch.full((len(prompts), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, seq in enumerate(encoded):
-        ids[row, width - len(seq):] = torch.tensor(seq)
-        mask[row, width - len(seq):] = 1
+    ids, mask = pad_sequences(encoded, tokenizer.pad_token_id, side="left")
     return ids.to(device), mask.to(device)
 
 
@@ -105,16 +112,19 @@ def sample_replies(model, tokenizer, prompts: list[str], max_new_tokens: int = 4
 
     cache = DynamicCache(config=model.config)
     mask = prompt_mask
-    # Each distinct prompt is read once (a ranking asks one request k times, best-of-n n times); its rows copy the
-    # keys and values. Only the last position's logits are needed: the LM head skips the rest of the prompt.
-    first_row = {}
-    distinct = torch.tensor(sorted({first_row.setdefault(p, i) for i, p in enumerate(prompts)}), device=device)
+    # Each distinct prompt is read once (a ranking asks one request k times, best-of-n n times), and its keys and
+    # values are copied to every row that asks it. Only the last position's logits are needed: the LM head skips
+    # the rest of the prompt.
+    first_row: dict[str, int] = {}
+    for row, prompt in enumerate(prompts):
+        first_row.setdefault(prompt, row)
+    distinct = torch.tensor(list(first_row.values()), device=device)  # (D,) the first row asking each prompt
     out = model(input_ids=prompt_ids[distinct], attention_mask=mask[distinct], position_ids=positions(mask)[distinct],
                 cache=cache, use_cache=True, logits_to_keep=1)
-    logits = out.logits[:, -1, :]  # (distinct prompts, V)
+    logits = out.logits[:, -1, :]  # (D, V)
     if len(distinct) < batch:
-        slot = {row: k for k, row in enumerate(distinct.tolist())}
-        copy_of = torch.tensor([slot[first_row[p]] for p in prompts], device=device)  # (B,) each row's prompt slot
+        slot = {prompt: d for d, prompt in enumerate(first_row)}
+        copy_of = torch.tensor([slot[p] for p in prompts], device=device)  # (B,) each row's distinct prompt
         cache.batch_select_indices(copy_of)
         logits = logits[copy_of]
     next_pos = positions(mask)[:, -1:] + 1
