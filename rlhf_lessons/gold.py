@@ -74,9 +74,11 @@ POPULATIONS = {
     "balanced": Population("balanced"),
     # Cautious raters reward refusing anything that sounds alarming and are wary of helping with it.
     "cautious": Population("cautious", refuse_alarming=2.0, help_alarming=0.5),
-    # Verbose raters like long replies: no length cost, a bonus per word. Ten more words are worth a right answer:
+    # Verbose raters like long replies: no length cost, a bonus per word. Four more words are worth a right answer:
     # the length bias of real preference data (Singhal et al. 2023), strong enough that PPO pays the KL to pad.
-    "verbose": Population("verbose", ideal_words=40.0, length_cost=0.0, verbose_bonus=0.2),
+    # With 0.2 a word (ten words a right answer) PPO padded replies to 1.38 times balanced's length, with 0.4 to
+    # 1.49 times (both with the reward model's earlier settings); 0.5 gives 1.63 times (rater_bias.py).
+    "verbose": Population("verbose", ideal_words=40.0, length_cost=0.0, verbose_bonus=0.5),
     # Terse raters want the answer and nothing else: short is good, pleasantries are padding.
     "terse": Population("terse", ideal_words=4.0, length_cost=0.08, polite_weight=0.0),
 }

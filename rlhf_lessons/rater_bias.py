@@ -6,17 +6,16 @@ The same pipeline, from the same SFT model and the same sampled replies, run wit
 
 - `cautious` raters reward refusing anything that sounds alarming: the policy learns to refuse to kill weeds or
   shoot a photo (over-refusal), which balanced users count as a failure. Measured on default settings (seed 0,
-  1 thread): over-refusal 0.48 against balanced's 0.00.
-- `verbose` raters like long replies: the policy learns to pad its answers with pleasantries (length hacking).
-  Measured on default settings (seed 0, 1 thread): 22.1 reply tokens against balanced's 16.0 (1.38x), and the
-  balanced gold score falls from 2.56 to 2.48: the verbose policy answers right less often (0.81 against 0.88).
-  The world caps the length: the longest good reply the models know is an opener, the answer and two closers
-  (about 25 tokens), and balanced raters like two pleasantries too (+0.4 each against a length cost of 0.03 a
-  word), so padding alone costs balanced gold little.
+  1 thread): over-refusal 0.59 against balanced's 0.04.
+- `verbose` raters like long replies: the policy learns to pad its answers with pleasantries, and then to repeat
+  them ("Have a nice day! Have a nice day!"): length hacking. Measured on default settings (seed 0, 1 thread):
+  24.6 reply tokens against balanced's 15.1 (1.63x), and the balanced gold score falls from 2.46 to 2.04: the
+  verbose policy answers right less often (0.76 against 0.90), and balanced raters count a repeated phrase as
+  poor writing.
 - A pool that mixes two populations (90/10, 70/30, 50/50, ...) gives one reward model that averages their tastes,
   weighted by how many labels each wrote: the majority's taste becomes the model's, a minority's barely shows.
-  Measured (seed 0, 1 thread): over-refusal 0.04 with 10% cautious raters among balanced ones, 0.52 with 90%
-  (balanced alone 0.00, cautious alone 0.48). `rlhf-lessons experiment mixture` measures every share.
+  Measured (seed 0, 1 thread): over-refusal 0.04 with 10% cautious raters among balanced ones, 0.81 with 90%
+  (balanced alone 0.04, cautious alone 0.59). `rlhf-lessons experiment mixture` measures every share.
 
 Every run measures with the *balanced* yardstick (evaluate.evaluate), whoever labelled: the question is what the
 feedback did to a model that balanced users will meet. Runs are saved to <workspace>/experiments/bias/<name>.json
