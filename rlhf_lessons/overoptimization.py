@@ -264,9 +264,9 @@ def overopt_config(**changes):
     Why the doubled step: a better reward model is harder to game (Gao et al. 2022 see the same as reward models
     grow). While the reward model's defaults were being improved, 100 unleashed updates at lesson 05's step size
     (1e-4) took gold only from 1.96 to a peak of 2.43 and back to 2.13. Measured with 2e-4 (seed 0, default SFT and
-    reward model, 1 CPU thread, about 3 minutes; means of 10 updates): gold 1.84 at the start, 2.18 at its peak
-    (update 10), then down to -1.06 by update 99 (KL 211 nats) while the proxy climbs the whole way, -0.15 -> 0.20 ->
-    1.90. Lesson 05's leash (kl_coef 0.15) instead holds KL near 1.3 and ends with gold 2.66. Any field can be
+    reward model, 1 CPU thread, about 3 minutes; means of 10 updates): gold 1.84 at the start, 2.12 at its peak
+    (update 10), then down to -1.14 by update 99 (KL 144 nats) while the proxy climbs the whole way, -0.17 -> 0.22 ->
+    1.99. Lesson 05's leash (kl_coef 0.15) instead holds KL near 1.2 and ends with gold 2.63. Any field can be
     changed, e.g. overopt_config(kl_coef=0.02) for a short leash, or overopt_config(lr=1e-4).
     """
     from .ppo import PPOConfig

@@ -257,8 +257,8 @@ def test_experiment_results_live_in_the_workspace(fresh_workspace):
 def test_unleashed_ppo_overoptimizes_and_bestofn_does_too(default_run, tmp_path):
     """The experiment's default settings, from the session's default SFT and reward model: with the leash off the
     proxy keeps rising while gold peaks early and then falls; best-of-n, picking by the same proxy, raises the
-    proxy at every n. Measured (seed 0, 1 thread): gold 1.84 at the start, 2.18 at its peak (update 10), -1.06 at
-    the end, while the proxy climbs -0.15 -> 0.20 -> 1.90; best-of-n proxy -0.13 -> 0.43 -> 0.69 for n = 1, 4, 16."""
+    proxy at every n. Measured (seed 0, 1 thread): gold 1.84 at the start, 2.12 at its peak (update 10), -1.14 at
+    the end, while the proxy climbs -0.17 -> 0.22 -> 1.99; best-of-n proxy -0.05 -> 0.49 -> 0.74 for n = 1, 4, 16."""
     sft, rm = str(default_run["root"] / "sft"), str(default_run["root"] / "rm")
     out = oo.ppo_overoptimization(sft, rm, out=tmp_path / "ppo")
     peak, final = out["peak"], out["final"]
