@@ -23,15 +23,14 @@ import itertools
 import json
 import math
 import random
-import sys
 import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from . import gold, world
 from .models import load_policy
+from .runtime import progress_bar
 from .sampling import sample_replies
 
 SIM_SOURCE = "simulated"
@@ -68,7 +67,7 @@ def _sample_texts(by_name: dict, wanted: dict[str, list[str]], seed: int, max_ne
                   progress: bool, desc: str) -> dict:
     """Sample one reply per prompt in wanted[name] from policy `name`, in batches: {name: iterator of texts}."""
     texts = {}
-    bar = tqdm(total=sum(map(len, wanted.values())), desc=desc, file=sys.stderr, disable=not progress)
+    bar = progress_bar(total=sum(map(len, wanted.values())), desc=desc, disable=not progress)
     for i, (name, prompts) in enumerate(wanted.items()):
         model, tok = by_name[name]
         generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed + i)

@@ -97,7 +97,7 @@ def sample_and_score(policy="sft", reward="rm", requests=None, m: int = 64, seed
 
     policy, reward: checkpoint names or folders (or already-loaded (model, tokenizer) pairs).
     """
-    from tqdm.auto import tqdm
+    from .runtime import progress_bar
 
     from .models import check_same_tokenizer, load_policy
     from .reward import load_reward_model, reward_scores
@@ -115,7 +115,7 @@ def sample_and_score(policy="sft", reward="rm", requests=None, m: int = 64, seed
     prompts = [r.prompt for r in requests for _ in range(m)]  # request-major: row j * m + i is sample i of request j
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     texts: list[str] = []
-    bar = tqdm(total=len(prompts), desc=f"sampling {m} replies per request", file=sys.stderr, disable=not progress)
+    bar = progress_bar(total=len(prompts), desc=f"sampling {m} replies per request", disable=not progress)
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
         texts += sample_replies(model, tok, chunk, max_new_tokens=max_new_tokens, temperature=temperature,

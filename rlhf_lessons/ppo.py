@@ -39,11 +39,10 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from . import gold, world
 from .models import load_policy, save_checkpoint
-from .runtime import pick_device
+from .runtime import pick_device, progress_bar
 from .sampling import positions, sample_replies
 from .workspace import stage_dir
 
@@ -609,7 +608,7 @@ def train_ppo(cfg: PPOConfig | None = None, policy: str = "sft", reward: str = "
 
     stream = _request_stream(train_requests, cfg.batch_size, cfg.seed)
     log: list[dict] = []
-    bar = tqdm(range(cfg.updates), desc="PPO", file=sys.stderr)
+    bar = progress_bar(range(cfg.updates), desc="PPO")
     for update in bar:
         lr = cfg.lr * (1 - update / cfg.updates)  # linear annealing to 0
         for group in optimizer.param_groups:

@@ -8,19 +8,18 @@ the internet would, not the way an assistant should.
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 from transformers import GPT2LMHeadModel
 
 from . import world
 from .models import encode_example, format_prompt, save_checkpoint, tiny_config, train_tokenizer
 from .optim import lr_at, make_adamw, set_lr
+from .runtime import progress_bar
 
 
 @dataclass
@@ -75,7 +74,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, command: str = "rlhf-less
     optimizer = make_adamw(model, cfg.peak_lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
-    bar = tqdm(range(cfg.steps), desc="pretraining", file=sys.stderr)
+    bar = progress_bar(range(cfg.steps), desc="pretraining")
     for step in bar:
         set_lr(optimizer, lr_at(step, cfg.steps, cfg.peak_lr, cfg.warmup_steps))
         loss = next_token_loss(model, random_blocks(train_ids, cfg.batch_size, cfg.block_size, gen))

@@ -33,14 +33,12 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 from transformers import DynamicCache, GPT2ForSequenceClassification
 
 from . import gold, world
@@ -464,7 +462,7 @@ def train_reward(cfg: RewardConfig, pairs: list[dict], init: str | Path = "sft",
         raise ValueError("no preference pairs to train on: label some (lesson 03, or `rlhf-lessons label`)")
     t0 = time.time()
     torch.manual_seed(cfg.seed)
-    from .runtime import pick_device
+    from .runtime import pick_device, progress_bar
 
     device = pick_device(device)
     rm, tokenizer = reward_model_from(init, seed=cfg.seed, device=device)
@@ -479,7 +477,7 @@ def train_reward(cfg: RewardConfig, pairs: list[dict], init: str | Path = "sft",
     warmup = max(1, int(cfg.warmup_fraction * total))
     step, running_loss, running_acc = 0, None, None
     rm.train()  # dropout is zero in the config; train mode only matters for nothing else here
-    bar = tqdm(total=total, desc="reward model", file=sys.stderr, disable=not progress)
+    bar = progress_bar(total=total, desc="reward model", disable=not progress)
     for batches in epochs:
         for idx in batches:
             set_lr(optimizer, lr_at(step, total, cfg.peak_lr, warmup))
@@ -495,8 +493,9 @@ def train_reward(cfg: RewardConfig, pairs: list[dict], init: str | Path = "sft",
             running_acc = acc if running_acc is None else 0.95 * running_acc + 0.05 * acc
             if on_step is not None:
                 on_step(step, loss.item(), acc)
+            # refresh=False: the next update draws it (at most twice a second, see runtime.progress_bar)
+            bar.set_postfix(loss=f"{running_loss:.3f}", acc=f"{running_acc:.3f}", refresh=False)
             bar.update(1)
-            bar.set_postfix(loss=f"{running_loss:.3f}", acc=f"{running_acc:.3f}")
     bar.close()
     rm.eval()
 

@@ -12,12 +12,24 @@ models on small CPUs, and the learner sees at a glance which versions and device
 import os
 import platform
 import random
+import sys
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 THREADS_ENV = "RLHF_LESSONS_THREADS"  # overrides the default thread count, e.g. RLHF_LESSONS_THREADS=1
 DEVICE_ENV = "RLHF_LESSONS_DEVICE"  # overrides the automatic device pick, e.g. RLHF_LESSONS_DEVICE=cpu
+
+
+def progress_bar(iterable=None, **kwargs) -> tqdm:
+    """A tqdm bar (a widget in a notebook, text in a terminal) on stderr, since stdout carries the commands' JSON.
+
+    It redraws at most twice a second. In a notebook every redraw is a few widget messages, and a cell that sends
+    thousands of them while nbval waits for it to end overflows the kernel's message queue, which then drops the
+    message that says the cell is done. Change the postfix with set_postfix(..., refresh=False) for the same reason.
+    """
+    return tqdm(iterable, file=sys.stderr, mininterval=0.5, **kwargs)
 
 
 def set_seed(seed: int) -> None:

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import world
 from .models import encode_example, load_policy, save_checkpoint
 from .optim import lr_at, make_adamw, set_lr
+from .runtime import progress_bar
 from .workspace import stage_dir
 
 IGNORE = -100  # the label PyTorch's cross_entropy skips
@@ -113,7 +113,7 @@ def train_sft(cfg: SFTConfig | None = None, base: str = "base", out_dir: str | P
     total = cfg.epochs * steps_per_epoch
     rng = random.Random(cfg.seed)
     step, running = 0, None
-    bar = tqdm(total=total, desc="SFT", file=sys.stderr)
+    bar = progress_bar(total=total, desc="SFT")
     for _epoch in range(cfg.epochs):
         order = rng.sample(train, len(train))
         for i in range(0, len(order), cfg.batch_size):
@@ -129,8 +129,8 @@ def train_sft(cfg: SFTConfig | None = None, base: str = "base", out_dir: str | P
             held_loss = eval_loss(model, tokenizer, held) if step % steps_per_epoch == 0 else None
             if on_step is not None:
                 on_step(step, loss.item(), held_loss)
+            bar.set_postfix(loss=f"{running:.3f}", refresh=False)  # drawn by update (runtime.progress_bar)
             bar.update(1)
-            bar.set_postfix(loss=f"{running:.3f}")
     bar.close()
     final_eval = eval_loss(model, tokenizer, held)
     seconds = round(time.time() - t0, 1)
