@@ -51,17 +51,15 @@ def run_pipeline(population: str = "balanced", out: str | Path | None = None, se
     stages["ppo"] = run_ppo_stage(policy=str(root / "sft"), reward=str(root / "rm"), out=root / "ppo", seed=seed,
                                   cfg=ppo_cfg or PPOConfig(), evaluate_n=eval_n)
     step("evaluation of base, SFT and PPO on held-out requests")
-    models = {"base": "base", "sft": root / "sft", "ppo": root / "ppo"}
     # Two head-to-head evaluations sample each model once; "other" is the opponent's yardstick from its replies.
     ppo_vs_sft = evaluate(root / "ppo", against=root / "sft", n=eval_n, seed=seed)
     sft_vs_base = evaluate(root / "sft", against="base", n=eval_n, seed=seed)
     figures = {"base": sft_vs_base["other"], "sft": sft_vs_base, "ppo": ppo_vs_sft}
-    ppo_vs_sft, sft_vs_base = ppo_vs_sft["win_rate"], sft_vs_base["win_rate"]
 
     summary = {
         "population": population, "out": str(root), "seed": seed,
-        **{name: {k: figures[name][k] for k in YARDSTICK_KEYS} for name in models},
-        "win_rate_ppo_vs_sft": ppo_vs_sft, "win_rate_sft_vs_base": sft_vs_base,
+        **{name: {k: figures[name][k] for k in YARDSTICK_KEYS} for name in figures},
+        "win_rate_ppo_vs_sft": ppo_vs_sft["win_rate"], "win_rate_sft_vs_base": sft_vs_base["win_rate"],
         "reward_model": {k: stages["reward"].get(k) for k in ("heldout_accuracy", "noise_ceiling", "gold_correlation",
                                                               "pairs")},
         "ppo_training": {k: stages["ppo"].get(k) for k in ("proxy_reward", "gold_reward", "kl", "updates")},

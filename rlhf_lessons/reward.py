@@ -45,6 +45,7 @@ from . import gold, world
 from .models import (check_model_matches_tokenizer, check_same_tokenizer, encode_example, load_tokenizer,
                      resolve_checkpoint, save_checkpoint)
 from .optim import lr_at, make_adamw, set_lr
+from .runtime import pick_device, progress_bar
 from .sampling import pad_sequences, positions
 
 
@@ -462,8 +463,6 @@ def train_reward(cfg: RewardConfig, pairs: list[dict], init: str | Path = "sft",
         raise ValueError("no preference pairs to train on: label some (lesson 03, or `rlhf-lessons label`)")
     t0 = time.time()
     torch.manual_seed(cfg.seed)
-    from .runtime import pick_device, progress_bar
-
     device = pick_device(device)
     rm, tokenizer = reward_model_from(init, seed=cfg.seed, device=device)
     limit = rm.config.n_positions

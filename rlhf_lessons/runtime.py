@@ -7,6 +7,7 @@ Every notebook starts with
 
 so that a seed reproduces a lesson's numbers on the same machine, the thread count suits small
 models on small CPUs, and the learner sees at a glance which versions and device are in use.
+Every training loop's progress bar comes from `progress_bar`, made for notebooks and terminals alike.
 """
 
 import os
