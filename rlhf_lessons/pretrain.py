@@ -31,7 +31,7 @@ class PretrainConfig:
     n_head: int = 4
     block_size: int = 128  # tokens per training sequence (dialogues are packed end to end)
     batch_size: int = 32
-    steps: int = 1000
+    steps: int = 1500
     peak_lr: float = 3e-3
     warmup_steps: int = 100
     seed: int = 0
