@@ -39,7 +39,8 @@ def cmd_world(args) -> dict:
             shown.append({"kind": kind, "style": style, "gold": round(gold.gold_score(request, text), 3)})
     counts = {kind: len(world.requests(kind=kind)) for kind in world.KIND_NAMES}
     return {"requests": len(world.requests()), "train": len(world.requests("train")),
-            "heldout": len(world.requests("heldout")), "by_kind": counts, "populations": sorted(gold.POPULATIONS),
+            "heldout": len(world.requests("heldout")),
+            "by_split": {split: len(world.requests(split)) for split in world.SPLITS}, "by_kind": counts, "populations": sorted(gold.POPULATIONS),
             "examples": shown}
 
 
@@ -65,9 +66,18 @@ def cmd_pretrain(args) -> dict:
 
 
 def cmd_evaluate(args) -> dict:
-    from .evaluate import evaluate
+    from .evaluate import SPLITS, evaluate_splits
 
-    return evaluate(args.model, against=args.against, n=args.n, seed=args.seed, population=args.population)
+    splits = SPLITS if args.split == "all" else (args.split,)
+    results = evaluate_splits(args.model, against=args.against, splits=splits, n=args.n, seed=args.seed,
+                              population=args.population)
+    for split, result in results.items():  # a readable table on stderr; the JSON summary stays last on stdout
+        win = f"  win {result['win_rate']:.3f}" if "win_rate" in result else ""
+        print(f"{split:>16}: gold {result['gold_mean']:+.3f}  helpful {result['helpful_rate']:.3f}  polite "
+              f"{result['polite_rate']:.3f}  harmful {result['harmful_compliance_rate']:.3f}  over-refusal "
+              f"{result['over_refusal_rate']:.3f}{win}", file=sys.stderr)
+    return {"model": str(args.model), "against": args.against, "seed": args.seed, "population": args.population,
+            "splits": results}
 
 
 def cmd_sft(args) -> dict:
@@ -179,10 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("pretrain", cmd_pretrain, "train the tokenizer and the base model from scratch (about 6 minutes)")
     p.add_argument("--out", default=None, help="folder to write into (default: data/base)")
     p.add_argument("--steps", type=int, default=None)
-    p = stage("evaluate", cmd_evaluate, "measure a model on held-out requests with the gold rater")
+    p = stage("evaluate", cmd_evaluate, "measure a model on the evaluation splits with the gold rater")
     p.add_argument("--model", default="base", help="checkpoint folder, or base / sft / ppo")
     p.add_argument("--against", default=None, help="a second model: adds the win rate of --model over it")
-    p.add_argument("--n", type=int, default=None, help="number of held-out requests (default: all)")
+    p.add_argument("--split", default="all", choices=["all", "heldout", "unseen-phrasing", "unseen-subject"],
+                   help="which evaluation split (default: all three, side by side)")
+    p.add_argument("--n", type=int, default=None,
+                   help="requests per split, drawn from the whole split (default: its fixed evaluation set)")
     p.add_argument("--population", default="balanced", help="rater population that scores (default: balanced)")
     p = stage("sft", cmd_sft, "supervised fine-tuning on the world's demonstrations")
     p.add_argument("--base", default="base", help="checkpoint to start from (default: the shipped base model)")

@@ -1,8 +1,8 @@
 """The whole of RLHF, headless: base -> SFT -> simulated labels -> reward model -> PPO -> evaluation.
 
 `rlhf-lessons pipeline` calls the same stage functions as the lessons and the stage commands, then measures base, SFT
-and PPO with the yardstick on the same held-out requests and seed, and writes a short report (report.md with
-PNG plots) beside the checkpoints.
+and PPO with the yardstick on each evaluation split (heldout, unseen-phrasing, unseen-subject) with the same
+requests and seed, and writes a short report (report.md with PNG plots) beside the checkpoints.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from .evaluate import YARDSTICK_KEYS, evaluate
+from .evaluate import SPLITS, YARDSTICK_KEYS, evaluate_splits
 from .workspace import workspace_dir
 
 
@@ -50,18 +50,25 @@ def run_pipeline(population: str = "balanced", out: str | Path | None = None, se
     step("PPO")
     stages["ppo"] = run_ppo_stage(policy=str(root / "sft"), reward=str(root / "rm"), out=root / "ppo", seed=seed,
                                   cfg=ppo_cfg or PPOConfig(), evaluate_n=eval_n)
-    step("evaluation of base, SFT and PPO on held-out requests")
-    # Two head-to-head evaluations sample each model once; "other" is the opponent's yardstick from its replies.
-    ppo_vs_sft = evaluate(root / "ppo", against=root / "sft", n=eval_n, seed=seed)
-    sft_vs_base = evaluate(root / "sft", against="base", n=eval_n, seed=seed)
-    figures = {"base": sft_vs_base["other"], "sft": sft_vs_base, "ppo": ppo_vs_sft}
+    step("evaluation of base, SFT and PPO on the three evaluation splits")
+    # Two head-to-head evaluations sample each model once per split; "other" is the opponent's yardstick.
+    ppo_vs_sft = evaluate_splits(root / "ppo", against=root / "sft", n=eval_n, seed=seed)
+    sft_vs_base = evaluate_splits(root / "sft", against="base", n=eval_n, seed=seed)
+    splits = {}
+    for split in SPLITS:
+        figures = {"base": sft_vs_base[split]["other"], "sft": sft_vs_base[split], "ppo": ppo_vs_sft[split]}
+        splits[split] = {**{name: {k: figures[name][k] for k in YARDSTICK_KEYS} for name in figures},
+                         "win_rate_ppo_vs_sft": ppo_vs_sft[split]["win_rate"],
+                         "win_rate_sft_vs_base": sft_vs_base[split]["win_rate"], "n": ppo_vs_sft[split]["n"]}
 
     summary = {
         "population": population, "out": str(root), "seed": seed,
-        **{name: {k: figures[name][k] for k in YARDSTICK_KEYS} for name in figures},
-        "win_rate_ppo_vs_sft": ppo_vs_sft["win_rate"], "win_rate_sft_vs_base": sft_vs_base["win_rate"],
-        "reward_model": {k: stages["reward"].get(k) for k in ("heldout_accuracy", "noise_ceiling", "gold_correlation",
-                                                              "pairs")},
+        **{key: splits["heldout"][key] for key in ("base", "sft", "ppo", "win_rate_ppo_vs_sft",
+                                                   "win_rate_sft_vs_base")},  # the held-out split, as before
+        "splits": splits,
+        "reward_model": {k: stages["reward"].get(k) for k in ("heldout_accuracy", "heldout_expected_accuracy",
+                                                              "noise_ceiling", "ceiling_gap", "gold_correlation",
+                                                              "pairs", "heldout_pairs")},
         "ppo_training": {k: stages["ppo"].get(k) for k in ("proxy_reward", "gold_reward", "kl", "updates")},
         "stage_seconds": {name: stage.get("seconds") for name, stage in stages.items()},
     }
@@ -73,13 +80,14 @@ def run_pipeline(population: str = "balanced", out: str | Path | None = None, se
 def write_report(root: Path, summary: dict) -> Path:
     """report.md with two PNG plots: the yardstick of base, SFT and PPO, and PPO's training curves."""
     names = ["base", "sft", "ppo"]
-    fig = Figure(figsize=(10, 3))
-    for i, key in enumerate(["gold_mean", "helpful_rate", "polite_rate", "harmful_compliance_rate",
-                             "over_refusal_rate"]):
-        ax = fig.add_subplot(1, 5, i + 1)
-        ax.bar(names, [summary[n][key] for n in names], color=["#999", "#69c", "#c63"])
-        ax.set_title(key, fontsize=9)
-        ax.tick_params(labelsize=8)
+    keys = ["gold_mean", "helpful_rate", "polite_rate", "harmful_compliance_rate", "over_refusal_rate"]
+    fig = Figure(figsize=(12, 3.2 * len(SPLITS)))
+    for row, split in enumerate(SPLITS):
+        for i, key in enumerate(keys):
+            ax = fig.add_subplot(len(SPLITS), len(keys), row * len(keys) + i + 1)
+            ax.bar(names, [summary["splits"][split][n][key] for n in names], color=["#999", "#69c", "#c63"])
+            ax.set_title(f"{key}\n({split})", fontsize=9)
+            ax.tick_params(labelsize=8)
     fig.tight_layout()
     fig.savefig(root / "yardstick.png", dpi=100)
 
@@ -96,20 +104,29 @@ def write_report(root: Path, summary: dict) -> Path:
     fig.tight_layout()
     fig.savefig(root / "ppo_curves.png", dpi=100)
 
-    rows = "\n".join(f"| {key} | " + " | ".join(f"{summary[n][key]}" for n in names) + " |" for key in YARDSTICK_KEYS)
+    header = " | ".join(f"{n} ({split})" for split in SPLITS for n in names)
+    rows = "\n".join(f"| {key} | " + " | ".join(f"{summary['splits'][split][n][key]}" for split in SPLITS
+                                                for n in names) + " |" for key in YARDSTICK_KEYS)
+    wins = "\n".join(f"  - {split}: SFT over base {summary['splits'][split]['win_rate_sft_vs_base']}, PPO over SFT "
+                     f"{summary['splits'][split]['win_rate_ppo_vs_sft']} ({summary['splits'][split]['n']} requests)"
+                     for split in SPLITS)
     rm, ppo = summary["reward_model"], summary["ppo_training"]
     text = f"""# RLHF pipeline report ({summary['population']} raters, seed {summary['seed']})
 
-Produced by `rlhf-lessons pipeline`; every number below was measured in this run on held-out requests.
+Produced by `rlhf-lessons pipeline`; every number below was measured in this run on evaluation requests that no
+training text used: `heldout` (new phrasings of trained subjects), `unseen-phrasing` (openers and frames no
+training text uses) and `unseen-subject` (subjects no demonstration, label or PPO prompt uses).
 
-| metric | base | SFT | PPO |
-|---|---|---|---|
+| metric | {header} |
+|---|{"---|" * (len(SPLITS) * len(names))}
 {rows}
 
-- Win rate of SFT over base: {summary['win_rate_sft_vs_base']}; of PPO over SFT: {summary['win_rate_ppo_vs_sft']}
-  (share of requests on which the gold rater prefers the first model's reply, ties counted half).
-- Reward model: held-out accuracy {rm['heldout_accuracy']} against a noise ceiling of {rm['noise_ceiling']}
-  ({rm['pairs']} training pairs); correlation with the gold score {rm['gold_correlation']}.
+- Win rates (share of requests on which the gold rater prefers the first model's reply, ties counted half):
+{wins}
+- Reward model: expected held-out accuracy {rm['heldout_expected_accuracy']} against a noise ceiling of
+  {rm['noise_ceiling']} (gap {rm['ceiling_gap']}, both expectations over the label noise, on {rm['heldout_pairs']}
+  held-out pairs; one draw of the labels: {rm['heldout_accuracy']}); {rm['pairs']} training pairs; correlation with
+  the gold score {rm['gold_correlation']}.
 - PPO: {ppo['updates']} updates, final proxy reward {ppo['proxy_reward']}, KL to the SFT model {ppo['kl']} nats.
 - Stage times (seconds): {summary['stage_seconds']}.
 

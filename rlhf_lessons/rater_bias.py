@@ -377,9 +377,10 @@ def disagreement_probes(seed: int = 0) -> dict[str, list[tuple]]:
     import random
 
     from . import world
+    from .evaluate import eval_requests
 
     rng = random.Random(seed)
-    heldout = sorted(world.requests("heldout"), key=lambda r: r.id)
+    heldout = eval_requests("heldout")  # the held-out evaluation set
     refusal = [(r, rng.choice(world.REFUSALS), r.extra["answer"]) for r in heldout if r.kind == "alarming"]
     length = []
     for r in heldout:

@@ -31,21 +31,25 @@ def test_data_regenerates_the_shipped_world_files_byte_for_byte(tmp_path):
         assert (tmp_path / name).read_bytes() == (WORLD_DIR / name).read_bytes(), name
 
 
-def test_evaluate_base_reports_the_yardstick():
-    _, summary = run("evaluate", "--model", "base", "--n", "24", "--seed", "1")
-    for key in ("gold_mean", "helpful_rate", "polite_rate", "harmful_compliance_rate", "over_refusal_rate",
-                "mean_reply_tokens"):
-        assert key in summary
-    assert summary["n"] == 24
-    _, again = run("evaluate", "--model", "base", "--n", "24", "--seed", "1")
-    assert again["gold_mean"] == summary["gold_mean"]  # the same seed gives the same figures
+def test_evaluate_base_reports_the_yardstick_on_every_split():
+    result, summary = run("evaluate", "--model", "base", "--n", "24", "--seed", "1")
+    assert set(summary["splits"]) == {"heldout", "unseen-phrasing", "unseen-subject"}
+    for figures in summary["splits"].values():
+        for key in ("gold_mean", "helpful_rate", "polite_rate", "harmful_compliance_rate", "harmful_evasion_rate",
+                    "over_refusal_rate", "mean_reply_tokens"):
+            assert key in figures
+        assert figures["n"] == 24
+    assert "unseen-subject" in result.stderr  # the side-by-side table
+    _, again = run("evaluate", "--model", "base", "--n", "24", "--seed", "1", "--split", "heldout")
+    assert list(again["splits"]) == ["heldout"]
+    assert again["splits"]["heldout"]["gold_mean"] == summary["splits"]["heldout"]["gold_mean"]  # same seed
 
 
 def test_sft_then_evaluate_against_base(fresh_workspace):
     _, summary = run("sft", "--epochs", "1")
     assert Path(summary["out"]).is_dir() and summary["eval_loss"] > 0
     _, evaluation = run("evaluate", "--model", "sft", "--against", "base", "--n", "16")
-    assert 0.0 <= evaluation["win_rate"] <= 1.0
+    assert all(0.0 <= figures["win_rate"] <= 1.0 for figures in evaluation["splits"].values())
 
 
 def test_missing_checkpoint_fails_with_advice():

@@ -57,3 +57,34 @@ def test_against_also_measures_the_other_model_from_the_same_replies(tiny_model,
     alone = evaluate(b, n=12, seed=3, max_new_tokens=8)
     assert both["other"] == {k: alone[k] for k in YARDSTICK_KEYS}
     assert both["other"] != {k: both[k] for k in YARDSTICK_KEYS}
+
+
+def test_each_split_has_a_fixed_evaluation_set_stratified_by_kind():
+    from collections import Counter
+
+    from rlhf_lessons.evaluate import EVAL_SET_SIZES, SPLITS, eval_requests
+
+    assert SPLITS == ("heldout", "unseen-phrasing", "unseen-subject")
+    for split in SPLITS:
+        chosen = eval_requests(split)
+        assert chosen == eval_requests(split, seed=5)  # the set does not move with the sampling seed
+        assert all(r.split == split for r in chosen)
+        counts = Counter(r.kind for r in chosen)
+        for kind, size in EVAL_SET_SIZES.items():
+            assert counts[kind] == min(size, len(world.requests(split, kind))), (split, kind)
+        assert counts["harmful"] >= 40 and counts["alarming"] >= 40
+    with pytest.raises(ValueError, match="split"):
+        eval_requests("train")
+
+
+def test_evaluate_splits_reports_each_split_side_by_side(tiny_model, tmp_path):
+    from rlhf_lessons.evaluate import YARDSTICK_KEYS, evaluate, evaluate_splits
+    from rlhf_lessons.models import load_tokenizer, save_checkpoint
+
+    a = save_checkpoint(tiny_model, load_tokenizer("base"), tmp_path / "a", {"stage": "test"})
+    out = evaluate_splits(a, against="base", n=6, seed=1, max_new_tokens=6)
+    assert set(out) == {"heldout", "unseen-phrasing", "unseen-subject"}
+    for split, result in out.items():
+        assert result["split"] == split and result["model"] == str(a) and 0 <= result["win_rate"] <= 1
+        assert set(YARDSTICK_KEYS) <= set(result)
+    assert out["unseen-subject"] == evaluate(a, against="base", n=6, seed=1, max_new_tokens=6, split="unseen-subject")
