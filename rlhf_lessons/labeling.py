@@ -259,6 +259,8 @@ def simulate_mixture_rankings(groups: list[dict], raters="balanced", seed: int =
         part, agreement = simulate_rankings([groups[g] for g in index], population, seed, noise)
         for label in part:
             label["group"] = index[label["group"]]  # one numbering across the pool: a ranking stays one batch
+            label["p_pool"] = gold.mixture_probability(label["request"], label["reply_a"], label["reply_b"], shares,
+                                                       noise)
         labels += part
         hits += agreement * len(part)
     labels.sort(key=lambda label: label["group"])
@@ -269,8 +271,8 @@ def simulate_mixture_labels(pairs: list[dict], raters="balanced", seed: int = 0,
                             noise: float = gold.DEFAULT_NOISE) -> tuple[list[dict], float]:
     """Like simulate_labels, but each pair is labelled by a rater drawn from a pool (see parse_mixture).
 
-    Returns (labels in the order of `pairs`, each with its rater's "population", agreement with the raters' own
-    noiseless gold preferences).
+    Returns (labels in the order of `pairs`, each with its rater's "population" and "p_pool", the probability that
+    a rater drawn from the pool prefers A; agreement with the raters' own noiseless gold preferences).
     """
     shares = parse_mixture(raters)
     if len(shares) == 1:
@@ -284,6 +286,9 @@ def simulate_mixture_labels(pairs: list[dict], raters="balanced", seed: int = 0,
             continue
         part, agreement = simulate_labels([pairs[i] for i in index], population, seed, noise)
         for i, label in zip(index, part):
+            # what the pool as a whole prefers: the probability a measure of the pool's ceiling must use
+            label["p_pool"] = gold.mixture_probability(label["request"], label["reply_a"], label["reply_b"], shares,
+                                                       noise)
             labels[i] = label
         hits += agreement * len(part)
     return labels, hits / len(labels)

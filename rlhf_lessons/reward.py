@@ -20,8 +20,12 @@ and for a ranking of K replies, best first, InstructGPT's loss over all C(K, 2) 
 
 Data. Fresh labels come as rankings (InstructGPT asked its labellers to rank 4 to 9 replies): a simulated rater
 ranks k = 8 replies to one request, which gives C(8, 2) = 28 pairs from only 8 sampled replies. Training keeps the
-pairs of a ranking in one batch and scores each reply once, so those 28 pairs cost 8 forward passes, and their mean
-Bradley-Terry loss is exactly L_K. Per second of CPU, that teaches the model more than independent pairs do. The 8
+pairs of a ranking in one batch and scores each reply once, so those 28 pairs cost 8 forward passes. A ranking
+loses the replies that repeat in it, so K varies (6.8 on average): a batch's loss is the mean over its rankings of
+each ranking's L_K, every ranking weighing the same whatever its K (InstructGPT's choice: with a plain mean over
+pairs, a ranking of 8 would count 28/6 times as much as a ranking of 4), and a lone labelled pair is a ranking of 2.
+Repeated labels of the same pair are all kept: dropping repeats would pull a pair that raters agree on towards
+50/50. Per second of CPU, that teaches the model more than independent pairs do. The 8
 replies also share their request: it runs through the model once, and its keys and values serve all 8 (`raw_scores`).
 
 Only differences of rewards matter, so the scale and offset are free; after training we shift and scale the scores
@@ -97,6 +101,23 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin=
     gradient at any gap: -log sigmoid(-1e4) = 1e4 (torch.log(torch.sigmoid(x)) gives log(0) = -inf there).
     """
     return -F.logsigmoid(r_chosen - r_rejected - margin).mean()
+
+
+def ranking_weights(groups: list) -> torch.Tensor:
+    """Weights (B,) for B pairs by the ranking each came from, so that every ranking weighs the same:
+    w = 1 / (pairs of its ranking in the batch) / (rankings in the batch); they sum to 1.    groups: (B,) keys."""
+    counts: dict = {}
+    for g in groups:
+        counts[g] = counts.get(g, 0) + 1
+    return torch.tensor([1.0 / counts[g] / len(counts) for g in groups])
+
+
+def ranking_bt_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, weights: torch.Tensor,
+                    margin=0.0) -> torch.Tensor:
+    """L = sum_p w_p * -log sigmoid(r_chosen_p - r_rejected_p - margin), w from ranking_weights (sum 1).
+
+    For whole rankings this is the mean over rankings of kwise_ranking_loss: every ranking counts the same."""
+    return -(weights.to(r_chosen) * F.logsigmoid(r_chosen - r_rejected - margin)).sum()
 
 
 def kwise_ranking_loss(rewards: torch.Tensor) -> torch.Tensor:
@@ -353,20 +374,24 @@ def label_rewards(rm, tokenizer, labels: list[dict]) -> tuple[torch.Tensor, torc
     return raw[:len(labels)], raw[len(labels):]
 
 
-def evaluate_on_labels(rm, tokenizer, labels: list[dict], noise: float = gold.DEFAULT_NOISE) -> dict:
+def evaluate_on_labels(rm, tokenizer, labels: list[dict]) -> dict:
     """Held-out measures on labelled pairs (labeling.simulate_labels output, whose gold scores are those of the
     labelling population).
 
-    heldout_accuracy          share of pairs whose simulated choice the RM agrees with
+    heldout_accuracy          share of pairs whose simulated choice (one draw of the noise) the RM agrees with
     heldout_expected_accuracy the same, in expectation over the raters' noise (mean P(rater agrees with RM))
     gold_agreement            share of pairs (exact gold ties left out) where the RM prefers the gold-better reply
-    noise_ceiling             the best expected accuracy possible on these pairs: mean max(p_a, 1 - p_a)
+    noise_ceiling             the best expected accuracy possible on these pairs: mean max(p_a, 1 - p_a), where
+                              p_a is the labelling process's probability (a pool's mixture probability "p_pool"
+                              when a pool of populations labelled, each with the noise it used)
+    ceiling_gap               noise_ceiling - heldout_expected_accuracy: like for like, both expectations over
+                              the label noise (the bar of the reward model)
     calibration, ece          reliability of sigmoid(r_a - r_b) against the simulated choices
     gold_correlation          Pearson r of normalised reward and gold score over all the pairs' replies
     """
     r_a, r_b = label_rewards(rm, tokenizer, labels)
     a_chosen = torch.tensor([l["choice"] == "A" for l in labels], dtype=torch.float64)
-    p_a = torch.tensor([l["p_a"] for l in labels], dtype=torch.float64)
+    p_a = torch.tensor([l.get("p_pool", l["p_a"]) for l in labels], dtype=torch.float64)
     gold_a = torch.tensor([l["gold_a"] for l in labels], dtype=torch.float64)
     gold_b = torch.tensor([l["gold_b"] for l in labels], dtype=torch.float64)
     rm_picks_a = (r_a > r_b).double() + 0.5 * (r_a == r_b).double()
@@ -376,9 +401,10 @@ def evaluate_on_labels(rm, tokenizer, labels: list[dict], noise: float = gold.DE
     gold_agree = ((r_a > r_b) == (gold_a > gold_b))[decided].double().mean().item()
     bins = calibration(preference_probability(r_a, r_b), a_chosen)
     rewards = normalize(rm, torch.cat([r_a, r_b]))
+    ceiling = gold.ceiling_of(p_a.tolist())
     return {"heldout_accuracy": round(accuracy, 4), "heldout_expected_accuracy": round(expected, 4),
-            "gold_agreement": round(gold_agree, 4),
-            "noise_ceiling": round(gold.noise_ceiling(zip(gold_a.tolist(), gold_b.tolist()), noise), 4),
+            "gold_agreement": round(gold_agree, 4), "noise_ceiling": round(ceiling, 4),
+            "ceiling_gap": round(ceiling - expected, 4),
             "heldout_pairs": len(labels), "calibration": bins,
             "ece": round(expected_calibration_error(bins), 4),
             "gold_correlation": round(gold_correlation(rewards, torch.cat([gold_a, gold_b])), 4)}
@@ -467,6 +493,7 @@ def train_reward(cfg: RewardConfig, pairs: list[dict], init: str | Path = "sft",
     rm, tokenizer = reward_model_from(init, seed=cfg.seed, device=device)
     limit = rm.config.n_positions
     texts, pair_ids = index_replies(pairs)
+    rankings = [("group", p["group"]) if "group" in p else ("pair", i) for i, p in enumerate(pairs)]
     encoded = encode_texts(tokenizer, [t[0] for t in texts], [t[1] for t in texts], limit)
 
     optimizer = make_adamw(rm, cfg.peak_lr, cfg.weight_decay)
@@ -481,7 +508,7 @@ def train_reward(cfg: RewardConfig, pairs: list[dict], init: str | Path = "sft",
         for idx in batches:
             set_lr(optimizer, lr_at(step, total, cfg.peak_lr, warmup))
             r_chosen, r_rejected = pair_rewards(rm, encoded, [pair_ids[i] for i in idx], tokenizer.pad_token_id)
-            loss = bradley_terry_loss(r_chosen, r_rejected, cfg.margin)
+            loss = ranking_bt_loss(r_chosen, r_rejected, ranking_weights([rankings[i] for i in idx]), cfg.margin)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.max_grad_norm)
@@ -603,14 +630,9 @@ def run_reward_stage(prefs: list[str | Path] | None = None, population: str = "b
     extra = [p for path in (prefs or []) for p in read_label_file(path)]
     if use_store:
         extra += _stored_pairs(population, store)
-    heldout_prompts = {r.prompt for r in world.requests("heldout")}
-    kept = [p for p in extra if p["prompt"] not in heldout_prompts]  # keep the held-out measure honest
-    pairs, seen = [], set()
-    for p in training_pairs(train_labels) + training_pairs(kept):
-        key = (p["prompt"], p["chosen"], p["rejected"])
-        if key not in seen:
-            seen.add(key)
-            pairs.append(p)
+    # keep every evaluation split held out: a label on one of its prompts never trains
+    kept = [{k: v for k, v in p.items() if k != "group"} for p in extra if not world.is_evaluation_prompt(p["prompt"])]
+    pairs = training_pairs(train_labels) + training_pairs(kept)  # repeated labels kept: they carry the raters' odds
 
     if len(reference) < 256:
         from .sampling import sample_in_batches
