@@ -457,8 +457,10 @@ def make_rollout(policy, reference, value_model, tokenizer, requests: list, scor
     advantages = whiten(advantages, mask)  # one scale for every batch: the learning rate means the same throughout
 
     fmask = mask.float()
+    scored = torch.where(samples.ended.to(score.device).bool(), score, torch.full_like(score, cfg.unended_penalty))
     stats = {
-        "proxy_reward": score.mean().item(),
+        "proxy_reward": scored.mean().item(),  # what PPO was paid: an unended reply's score is the penalty
+        "rm_score": score.mean().item(),  # the reward model's opinion of every reply, unended ones included
         "kl": (kl_k1(logp, logp_ref) * fmask).sum(1).mean().item(),  # nats per reply
         "kl_k3": (kl_k3(logp, logp_ref) * fmask).sum(1).mean().item(),
         "entropy": masked_mean(entropy_of(logits), mask).item(),  # nats per token
@@ -678,8 +680,8 @@ def run_ppo_stage(policy: str = "sft", reward: str = "rm", out: str | Path | Non
     summary = train_ppo(cfg, policy=policy, reward=reward, out_dir=out)
     summary.pop("log")
     figures = evaluate(summary["out"], against=str(policy), n=evaluate_n, seed=seed)
-    keep = ("gold_mean", "win_rate", "helpful_rate", "polite_rate", "harmful_compliance_rate", "over_refusal_rate",
-            "mean_reply_tokens")
+    keep = ("gold_mean", "win_rate", "helpful_rate", "polite_rate", "harmful_compliance_rate", "harmful_evasion_rate",
+            "over_refusal_rate", "mean_reply_tokens")
     summary.update({key: figures[key] for key in keep})
     summary["seconds"] = round(time.time() - t0, 1)
     return {"stage": "ppo", "policy": str(policy), "reward": str(reward), **summary}
