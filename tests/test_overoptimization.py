@@ -74,6 +74,22 @@ def test_bestofn_expectation_is_the_mean_over_all_subsets():
         oo.bestofn_expectation(proxy, values[:, :3], 2)
 
 
+def test_bestofn_gold_peaks_and_falls_when_the_proxy_pays_for_a_hack():
+    """Picking by a proxy that pays for a hack (h) that gold likes a little and then dislikes: gold rises at small
+    n, peaks, and falls at large n, while the proxy keeps rising. (Picking by gold would never fall.)"""
+    gen = torch.Generator().manual_seed(0)
+    quality, hack = torch.randn(400, 64, generator=gen), 1.5 * torch.randn(400, 64, generator=gen)
+    proxy, gold = quality + hack, quality + 0.6 * hack - 0.4 * hack ** 2
+    rows = oo.bestofn_curve({"proxy": proxy, "gold": gold}, [1, 2, 4, 8, 16, 32, 64])
+    golds = [r["gold"] for r in rows]
+    peak = golds.index(max(golds))
+    assert 0 < peak < len(rows) - 1, golds  # an interior peak ...
+    assert golds[-1] < golds[peak] - 0.3, golds  # ... and a fall after it
+    assert [r["proxy"] for r in rows] == sorted(r["proxy"] for r in rows)
+    honest = oo.bestofn_curve({"proxy": gold, "gold": gold}, [1, 4, 64])  # a perfect proxy: gold only rises
+    assert honest[0]["gold"] < honest[1]["gold"] < honest[2]["gold"]
+
+
 def test_bestofn_curve_on_a_perfect_proxy_rises_with_n():
     gen = torch.Generator().manual_seed(1)
     scores = torch.randn(50, 16, generator=gen)
@@ -269,5 +285,5 @@ def test_unleashed_ppo_overoptimizes_and_bestofn_does_too(default_run, tmp_path)
     assert out["fit_proxy"]["b"] < out["fit_gold"]["b"], out
     bon = oo.bestofn_sweep(sft, rm, n_list=[1, 4, 16], n_requests=64)
     print("best-of-n", json.dumps(bon))
-    proxies = [r["proxy"] for r in bon["rows"]]
-    assert proxies == sorted(proxies) and proxies[-1] > proxies[0] + 0.5, bon
+    # best-of-n on a reward model that learned something: gold improves at small n (picking at random would not)
+    assert bon["rows"][1]["gold_gain"] > 0.1, bon

@@ -379,10 +379,44 @@ def test_train_reward_refuses_no_pairs(tiny_init):
         reward.train_reward(RewardConfig(), [], init=tiny_init)
 
 
-def test_noise_ceiling_of_the_evaluation_matches_gold():
+def test_noise_ceiling_of_the_evaluation_matches_gold(tiny_init):
+    """evaluate_on_labels' ceiling is gold's, and its gap is ceiling minus *expected* accuracy (like for like)."""
     labels = _toy_labels(50, seed=3)
+    rm, tok = reward.reward_model_from(tiny_init)
+    out = reward.evaluate_on_labels(rm, tok, labels)
     want = gold.noise_ceiling([(l["gold_a"], l["gold_b"]) for l in labels])
-    assert want > 0.9  # helpful vs bad replies: the raters rarely err
+    assert out["noise_ceiling"] == pytest.approx(want, abs=1e-4)
+    assert out["ceiling_gap"] == pytest.approx(out["noise_ceiling"] - out["heldout_expected_accuracy"], abs=2e-4)
+    # a pool's labels: the ceiling comes from the pool's mixture probability, not each label's own rater
+    pooled = [{**l, "p_pool": 0.5} for l in labels]
+    assert reward.evaluate_on_labels(rm, tok, pooled)["noise_ceiling"] == pytest.approx(0.5)
+
+
+def test_mixture_labels_carry_the_pools_probability():
+    from rlhf_lessons import labeling
+
+    pairs = [{k: l[k] for k in ("request", "prompt", "reply_a", "reply_b")} for l in _toy_labels(40, seed=4)]
+    shares = {"balanced": 0.5, "cautious": 0.5}
+    labels, _ = labeling.simulate_mixture_labels(pairs, shares, seed=0)
+    for l in labels:
+        want = sum(0.5 * gold.preference_probability(gold.gold_score(l["request"], l["reply_a"], p),
+                                                     gold.gold_score(l["request"], l["reply_b"], p)) for p in shares)
+        assert l["p_pool"] == pytest.approx(want)
+
+
+def test_every_ranking_weighs_the_same_whatever_its_size():
+    w = reward.ranking_weights(["a"] * 28 + ["b"] * 6 + ["c"])  # rankings of 8 and 4 replies, and a lone pair
+    assert w.sum().item() == pytest.approx(1.0)
+    assert w[:28].sum().item() == pytest.approx(1 / 3) and w[28:34].sum().item() == pytest.approx(1 / 3)
+    # for whole rankings, the weighted loss is the mean over rankings of InstructGPT's K-wise loss
+    r8, r4 = torch.randn(1, 8), torch.randn(1, 4)
+    pairs8, pairs4 = torch.triu_indices(8, 8, 1), torch.triu_indices(4, 4, 1)
+    chosen = torch.cat([r8[0, pairs8[0]], r4[0, pairs4[0]]])
+    rejected = torch.cat([r8[0, pairs8[1]], r4[0, pairs4[1]]])
+    got = reward.ranking_bt_loss(chosen, rejected, reward.ranking_weights(["a"] * 28 + ["b"] * 6))
+    want = (reward.kwise_ranking_loss(r8) + reward.kwise_ranking_loss(r4)) / 2
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    assert got.item() != pytest.approx(reward.bradley_terry_loss(chosen, rejected).item(), rel=1e-3)
 
 
 def test_coverage_experiment_compares_two_reward_models_by_reply_type(tiny_init):
@@ -407,10 +441,10 @@ def test_run_reward_stage_tiny(tiny_init, tmp_path):
     from rlhf_lessons.store import PreferenceStore
 
     train_prompt = world.requests("train")[0].prompt
-    heldout_prompt = world.requests("heldout")[0].prompt
+    held_out = [world.requests(split)[0].prompt for split in ("heldout", "unseen-phrasing", "unseen-subject")]
     prefs = tmp_path / "mine.jsonl"
     prefs.write_text("".join(json.dumps({"prompt": p, "chosen": "A good reply.", "rejected": "Ugh."}) + "\n"
-                             for p in (train_prompt, heldout_prompt)))
+                             for p in (train_prompt, *held_out)))
     store = PreferenceStore(tmp_path / "prefs.sqlite")
     store.add("comparison", train_prompt, ["Sure! Here you go.", "Go away."], {"choice": "A"}, rater="me")
     store.add("comparison", train_prompt, ["x", "y"], {"choice": "A"}, rater="sim-cautious", source="simulated",
@@ -422,10 +456,11 @@ def test_run_reward_stage_tiny(tiny_init, tmp_path):
     assert len(heldout_labels) == 10 and len(train_labels) == result["fresh_pairs"]
     assert not {l["prompt"] for l in train_labels} & {r.prompt for r in world.requests("heldout")}
     json.dumps(result)  # the CLI prints it
-    assert result["fresh_pairs"] >= 6 and result["other_pairs"] == 2 and result["dropped_heldout_prompt_pairs"] == 1
+    assert result["fresh_pairs"] >= 6 and result["other_pairs"] == 2 and result["dropped_heldout_prompt_pairs"] == 3
     assert result["pairs"] == result["fresh_pairs"] + 2
     assert result["heldout_pairs"] == 10 and result["out"] == str(tmp_path / "rm")
-    for key in ("heldout_accuracy", "noise_ceiling", "gold_correlation", "calibration", "seconds"):
+    for key in ("heldout_accuracy", "heldout_expected_accuracy", "noise_ceiling", "ceiling_gap", "gold_correlation",
+                "calibration", "seconds"):
         assert key in result
     assert reward.load_reward_model(tmp_path / "rm")[0].config.reward_gain > 0
     with pytest.raises(ValueError, match="unknown population"):
@@ -437,12 +472,16 @@ def test_run_reward_stage_tiny(tiny_init, tmp_path):
 
 @pytest.mark.slow
 def test_default_reward_stage(default_run):
-    """Default settings (lesson 04). Measured (seed 0, 1 thread): accuracy 0.852 against a noise ceiling of 0.874
-    (gap 0.022; issue 5 asks for 0.03 or less), gold correlation 0.83. The guard is looser than the target: other
-    training seeds gave gaps from 0.023 to 0.050 on one label set (see RewardConfig)."""
+    """Default settings (lesson 04), like for like: the noise ceiling against the *expected* accuracy, both
+    expectations over the label noise, on 1000 held-out pairs. Measured (seed 0, 2 threads): expected accuracy 0.816
+    against a ceiling of 0.857, a gap of 0.040 (the yardstick issue asks for 0.03 or less: not met, see
+    test_outcomes.py::test_every_bar_holds); one draw of the labels gave 0.809; gold correlation 0.89. The guard is
+    looser than the target: training seeds and thread counts move the gap by about 0.01."""
     result = default_run["reward"]
     assert result["heldout_pairs"] >= 1000
-    assert result["heldout_accuracy"] >= result["noise_ceiling"] - 0.045, result
+    assert result["ceiling_gap"] == pytest.approx(result["noise_ceiling"] - result["heldout_expected_accuracy"],
+                                                  abs=2e-4)
+    assert result["ceiling_gap"] <= 0.055, result
     assert result["gold_correlation"] > 0.8 and result["ece"] < 0.1, result
     assert result["normalization"]["reference_replies"] >= 256
     rm, _ = reward.load_reward_model(result["out"])

@@ -28,10 +28,13 @@ def test_padding_does_not_change_the_model_output(base_tokenizer, tiny_model):
 
 
 def test_cached_sampling_matches_a_full_forward_pass(base_tokenizer, tiny_model):
-    gen = torch.Generator().manual_seed(0)
-    s = sample_replies(tiny_model, base_tokenizer, PROMPTS, max_new_tokens=12, generator=gen)
+    """The KV-cached sampler draws exactly the tokens that recomputing every step without a cache draws."""
+    s = sample_replies(tiny_model, base_tokenizer, PROMPTS, max_new_tokens=12, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = reference_replies(tiny_model, base_tokenizer, PROMPTS, 12, seed=0)
     assert s.reply_ids.shape[0] == 3 and s.input_ids.shape == s.attention_mask.shape
-    # every sampled token is one the model gives non-negligible probability without a cache
+    assert torch.equal(s.reply_ids, expected[:, :s.reply_ids.shape[1]])
+    # and the sequence it returns is one a cache-free forward pass can score
     lp = full_forward_logprob(tiny_model, s.input_ids, s.attention_mask)[:, s.prompt_ids.shape[1] - 1:]
     assert torch.isfinite(lp[s.reply_mask.bool()]).all()
 
