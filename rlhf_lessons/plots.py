@@ -15,6 +15,24 @@ def _in_notebook() -> bool:
         return False
 
 
+def figure_png(fig: Figure, dpi: int = 90) -> bytes:
+    """The figure as PNG bytes (what a notebook shows, whichever matplotlib backend is active)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def show(fig: Figure):
+    """Display a Figure as an image in a notebook (and return the IPython Image object)."""
+    from IPython.display import Image, display
+
+    image = Image(data=figure_png(fig))
+    display(image)
+    return image
+
+
 class LiveCurves:
     """Curves that grow while training runs: one panel per group of series, redrawn every `every` points.
 
@@ -59,13 +77,13 @@ class LiveCurves:
     def _draw(self) -> None:
         if not _in_notebook():
             return
-        from IPython.display import display
+        from IPython.display import Image, display
 
-        fig = self.figure()
+        image = Image(data=figure_png(self.figure()))  # an image, not a Figure object: it renders everywhere
         if self._handle is None:
-            self._handle = display(fig, display_id=True)
+            self._handle = display(image, display_id=True)
         else:
-            self._handle.update(fig)
+            self._handle.update(image)
 
     def done(self) -> None:
         """Draw the final state."""
@@ -86,3 +104,17 @@ def html_table(header: list[str], rows: list[list], caption: str = ""):
                    + "</tr>" for row in rows)
     cap = f"<caption>{escape(caption)}</caption>" if caption else ""
     return HTML(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def splits_table(by_split: dict, this: str, other: str,
+                 keys=("gold_mean", "helpful_rate", "polite_rate", "harmful_compliance_rate", "harmful_evasion_rate",
+                       "over_refusal_rate", "mean_reply_tokens")):
+    """The yardstick of two models side by side on every evaluation split, from evaluate_splits(model, against=...):
+    a row per measure, two columns (other, this) per split, and the win rate of `this` over `other`."""
+    splits = list(by_split)
+    header = ["measure"] + [f"{name} ({split})" for split in splits for name in (other, this)]
+    rows = [[key] + [v for split in splits for v in (by_split[split]["other"][key], by_split[split][key])]
+            for key in keys]
+    rows.append([f"win rate of {this} over {other}"] + [v for split in splits for v in ("", by_split[split]["win_rate"])])
+    sizes = ", ".join(f"{split} {by_split[split]['n']}" for split in splits)
+    return html_table(header, rows, caption=f"requests per split: {sizes}; seed {by_split[splits[0]]['seed']}")

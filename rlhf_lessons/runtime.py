@@ -110,6 +110,7 @@ def setup(seed: int = 0, threads: int | None = None, quiet: bool = False) -> dic
 
     set_seed(seed)
     used_threads = set_threads(default_threads() if threads is None else threads)
+    show_figures_as_images()
     info = {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -126,3 +127,20 @@ def setup(seed: int = 0, threads: int | None = None, quiet: bool = False) -> dic
             f" | workspace {info['workspace']}"
         )
     return info
+
+
+def show_figures_as_images() -> None:
+    """In a notebook, show a matplotlib Figure (made with or without pyplot) as a PNG image, not as the text
+    `<Figure size ...>`: the package's plots build Figures directly, and Jupyter only knows how to draw pyplot's."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    from matplotlib.figure import Figure
+
+    from .plots import figure_png
+
+    shell.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
