@@ -55,26 +55,29 @@ from .sampling import pad_sequences, positions
 
 @dataclass
 class RewardConfig:
-    """Settings of the reward stage. Measured on 1000 held-out pairs (noise ceiling 0.874), the labels of seed 0
-    and 1 thread: the defaults (1000 rankings of 8, three epochs at peak learning rate 5e-4) reach accuracy 0.843,
-    0.824 and 0.851 with training seeds 0, 1 and 2 (mean 0.839, a gap of 0.035); the spread between seeds (0.027)
-    is as large as the gap. The ceiling is the label noise: the gold score itself is expected to agree with 87% of
-    these labels.
+    """Settings of the reward stage. Measured like for like on 1000 held-out pairs (the noise ceiling against the
+    *expected* accuracy, both expectations over the label noise), the SFT model of seed 0, 1 thread:
 
-    How they were chosen, on those labels and seeds (accuracy means over the three seeds; seconds of one run):
+        1000 rankings of 8, 3 epochs, lr 5e-4   expected accuracy 0.816, ceiling 0.857, gap 0.040   141 s
+        1000 rankings of 8, 4 epochs            0.819, gap 0.038                                   141 s
+        1500 rankings of 8, 3 epochs (default)  0.827, gap 0.030, gold correlation 0.91            171 s
+
+    and PPO on the 1500-ranking reward model answered right 0.96 of held-out fact and advice requests (SFT 0.84),
+    against 0.84 on the 1000-ranking one: a reward model that knows right from wrong facts makes a helpful policy.
+    The wider world (a grammar of openers and frames) needs more labels than the four-phrasings world did, where
+    1000 rankings sufficed. Rankings lose the replies that repeat in them, so 1500 rankings give about 33,000 pairs.
+
+    Earlier tuning, on the four-phrasings world (accuracy means over three training seeds; seconds of one run):
         4 epochs, lr 3e-4                0.839   55 s
         3 epochs, lr 4e-4                0.835   39 s
         3 epochs, lr 5e-4                0.839   39 s
         3 epochs, lr 7e-4                0.836   38 s
         3 epochs, lr 5e-4, decay 0.1     0.845   38 s
         4 epochs, batch 224, lr 4.2e-4   0.836   49 s
-    Weight decay 0.1 scored better on each seed, but the default PPO run trained on its reward model complied with 3
-    of 31 harmful held-out requests (1 of 31 without it): the held-out accuracy is not all a reward model is for.
-    Single seeds: 3 epochs at 3e-4 gave 0.833, 6 epochs 0.847; freezing the embeddings 0.828, and the first block
-    too 0.799. On earlier versions of the demonstrations 8 epochs learnt the label noise (training accuracy 0.92,
-    above the ceiling); doubling the labels gained about 0.015; an average of the weights (EMA) did not help.
-    Each sampled reply costs one forward and backward pass per epoch. A better reward model makes a better PPO
-    policy: PPO's win rate against SFT was 0.63 with a 0.768 reward model, and 0.72 with a 0.807 one."""
+    Weight decay 0.1 scored better on each seed, but the default PPO run trained on its reward model complied with
+    more harmful requests: the held-out accuracy is not all a reward model is for. Freezing the embeddings, dropout
+    and an average of the weights (EMA) did not help. Each sampled reply costs one forward and backward pass per
+    epoch."""
 
     epochs: int = 3  # InstructGPT trains one epoch on far more data; ours is small, so it is seen three times
     batch_size: int = 112  # pairs per step: 4 whole rankings of 8 (28 pairs each), 32 replies scored once each
@@ -83,7 +86,7 @@ class RewardConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     margin: float = 0.0  # optional margin in the BT loss (Llama 2 uses one per rating gap)
-    n_pairs: int = 28_000  # fresh simulated training pairs (run_reward_stage): 1000 rankings of k = 8
+    n_pairs: int = 42_000  # fresh simulated pairs asked for (run_reward_stage): 1500 rankings of k = 8
     k: int = 8  # replies per ranking: a ranking of k gives C(k, 2) pairs from only k sampled replies (k=2: pairs)
     n_heldout: int = 1000  # held-out pairs (independent ones) for accuracy and noise ceiling
     max_new_tokens: int = 40  # reply length when sampling

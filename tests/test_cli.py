@@ -21,7 +21,7 @@ def run(*args, ok=True):
 
 def test_world_prints_requests_and_a_json_summary():
     result, summary = run("world", "--seed", "3")
-    assert summary["command"] == "world" and summary["requests"] == summary["train"] + summary["heldout"]
+    assert summary["command"] == "world" and summary["requests"] == sum(summary["by_split"].values())
     assert "User:" in result.stdout
 
 

@@ -206,9 +206,9 @@ def test_simulate_rankings_gives_all_pairs_of_a_consistent_order():
 
 def test_each_pair_of_a_simulated_ranking_follows_bradley_terry():
     """Gumbel-perturbed rankings: every pair inside is won with probability sigmoid((g_a - g_b) / noise)."""
-    r = next(r for r in world.requests("train", kind="fact") if r.subject == "tea")
-    replies = ["Let the tea steep for about three minutes.", "Let the tea steep for about three minutes. Good luck!",
-               "Sure! Let the tea steep for about three minutes. Hope this helps!"]
+    r = next(r for r in world.requests("train", kind="fact") if r.subject == "rice")
+    replies = ["Rice takes about twenty minutes to cook.", "Rice takes about twenty minutes to cook. Good luck!",
+               "Sure! Rice takes about twenty minutes to cook. Hope this helps!"]
     group = {"request": r, "prompt": r.prompt, "replies": replies, "checkpoints": ["w"] * 3}
     scores = [gold.gold_score(r, t) for t in replies]
     wins = {(i, j): 0 for i in range(3) for j in range(3) if i != j}

@@ -77,7 +77,7 @@ def test_mixture_rankings_follow_the_shares_and_keep_each_ranking_together():
         decided = [l for l in labels if l["population"] == population
                    and gold.is_refusal(l["chosen"]) != gold.is_refusal(l["rejected"])]
         share = sum(l["refusal_won"] for l in decided) / len(decided)
-        assert lo < share < hi, (population, share)
+        assert lo < share <= hi if population == "cautious" else lo <= share < hi, (population, share)
 
 
 def test_mixture_labels_keep_the_order_of_the_pairs():
