@@ -107,7 +107,23 @@ def refresh(names: list[str] | None = None, timeout: int = 900) -> dict:
     timings["threads"] = int(os.environ.get("RLHF_LESSONS_THREADS", "2"))
     TIMINGS_FILE.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
     README.write_text(readme_with_times(README.read_text()))
+    show_measured_times_in_lesson_00()
     return timings
+
+
+def show_measured_times_in_lesson_00() -> None:
+    """Lesson 00 runs first, before this refresh has measured the others: put the table of the times just measured
+    into the output of its `lesson_table()` cell, so that it shows what the README shows."""
+    import nbformat
+
+    path = NOTEBOOK_DIR / LESSONS[0][0]
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "Markdown(lesson_table())" in cell.source:
+            for output in cell.get("outputs", []):
+                if "text/markdown" in output.get("data", {}):
+                    output["data"]["text/markdown"] = lesson_table()
+    nbformat.write(nb, path)
 
 
 if __name__ == "__main__":

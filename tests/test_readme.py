@@ -13,3 +13,48 @@ def test_every_lesson_notebook_is_in_the_table_with_a_measured_time():
     for name, _ in course.available_lessons():
         assert name in table
     assert "not measured yet" not in table, "a lesson has no measured time: run `make notebooks`"
+
+
+def _outcomes():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("outcomes", course.README.parent / "benchmarks" / "outcomes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_outcomes_table_is_the_one_the_benchmark_wrote():
+    outcomes = _outcomes()
+    text = course.README.read_text()
+    block = text.split(outcomes.START, 1)[1].split(outcomes.END, 1)[0].strip()
+    written = (course.README.parent / "benchmarks" / "outcomes.md").read_text().strip()
+    assert block == written, "README's outcomes table is not the last run's: python benchmarks/outcomes.py --readme"
+    assert "seed 0" in block and "seed 1" in block and "seed 2" in block  # the table covers three seeds
+
+
+def test_outcome_bars_reject_figures_that_miss_them():
+    outcomes = _outcomes()
+    good = {"sft": {"polite_rate": 0.95, "harmful_compliance_rate": 0.0, "over_refusal_rate": 0.0,
+                    "helpful_rate": 0.7, "mean_reply_tokens": 10.0, "gold_mean": 1.0},
+            "ppo": {"polite_rate": 1.0, "harmful_compliance_rate": 0.0, "over_refusal_rate": 0.0,
+                    "helpful_rate": 0.8, "mean_reply_tokens": 11.0, "gold_mean": 1.5},
+            "win_rate_sft_vs_base": 0.9, "win_rate_ppo_vs_sft": 0.75}
+    run = {"splits": {split: {k: (dict(v) if isinstance(v, dict) else v) for k, v in good.items()}
+                      for split in outcomes.SPLITS},
+           "reward_model": {"ceiling_gap": 0.02, "heldout_pairs": 1000}}
+    assert all(met for *_, met in outcomes.claims(run))
+    run["splits"]["unseen-phrasing"]["ppo"]["mean_reply_tokens"] = 14.0  # 1.4 times SFT's length
+    run["reward_model"]["ceiling_gap"] = 0.031
+    missed = [(claim, split) for claim, split, _, _, met in outcomes.claims(run) if not met]
+    assert missed == [("reward model: ceiling - expected accuracy", "heldout pairs (1000)"),
+                      ("PPO reply length / SFT's", "unseen-phrasing")]
+
+
+def test_lesson_00_shows_the_times_the_readme_shows():
+    import nbformat
+
+    nb = nbformat.read(course.NOTEBOOK_DIR / "00_welcome.ipynb", as_version=4)
+    shown = [out["data"]["text/markdown"] for cell in nb.cells if "Markdown(lesson_table())" in cell.source
+             for out in cell.outputs if "text/markdown" in out.get("data", {})]
+    assert shown == [course.lesson_table()], "lesson 00's table is not the last refresh's: run `make notebooks`"
