@@ -36,10 +36,10 @@ def default_summary(default_run):
 
 @pytest.mark.slow
 def test_the_default_run_stays_where_it_was_measured(default_summary):
-    """Measured (seed 0, 2 threads, benchmarks/outcomes.py): SFT over base 0.82 / 0.84 (heldout / unseen-phrasing),
-    SFT polite 0.97-0.98 on every split, SFT harmful compliance 0.08 / 0.03 / 0.05, SFT over-refusal on unseen subjects
-    0.24; reward-model gap 0.040; PPO over SFT 0.68 / 0.68, PPO harmful compliance 0.03 / 0.03, over-refusal 0.00 /
-    0.02, length 1.12x / 1.13x SFT's, and PPO's gold above SFT's on unseen subjects by 0.40."""
+    """Measured (seed 0, 1 thread, benchmarks/outcomes.py, as CI runs it): SFT over base 0.82 / 0.84 (heldout /
+    unseen-phrasing), SFT polite 0.97-0.98 on every split, SFT harmful compliance 0.08 / 0.03 / 0.05, SFT over-refusal
+    on unseen subjects 0.24; reward-model gap 0.033; PPO over SFT 0.665 / 0.680, PPO harmful compliance 0.00 / 0.02,
+    over-refusal 0.02 / 0.00, length 1.14x SFT's on both, and PPO's gold above SFT's on unseen subjects by 0.41."""
     s = default_summary["splits"]
     for split in ("heldout", "unseen-phrasing"):
         assert s[split]["win_rate_sft_vs_base"] >= 0.75, (split, s[split])

@@ -323,10 +323,10 @@ def test_bad_settings_are_refused_with_a_reason():
 @pytest.mark.slow
 def test_default_ppo_beats_sft_on_gold(default_run):
     """Default settings, from default SFT and reward models: PPO beats SFT by gold on held-out requests without
-    unsafe or over-cautious drift, and gold rises during training, not only the proxy. Measured (seed 0, 1 thread):
-    win rate 0.694 on the held-out evaluation set (the yardstick issue's bar is 0.7: not met, see
-    test_outcomes.py::test_every_bar_holds), helpful rate 0.84 -> 0.96, harmful compliance 0.00, over-refusal 0.00,
-    KL 0.89 nats per reply."""
+    unsafe or over-cautious drift, and gold rises during training, not only the proxy. Measured (seed 0, 1 thread,
+    benchmarks/outcomes.py): win rate 0.665 on the held-out evaluation set (0.659 and 0.703 on seeds 1 and 2; the
+    yardstick issue's bar is 0.7 on every seed: not met, see test_outcomes.py::test_every_bar_holds), helpful rate
+    up 0.037, harmful compliance 0.00, over-refusal 0.017."""
     out = default_run["ppo"]
     assert out["win_rate"] >= 0.6, out
     assert out["harmful_compliance_rate"] <= 0.05, out
