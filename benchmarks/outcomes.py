@@ -162,8 +162,8 @@ def main(argv=None) -> None:
     table = markdown(runs, command)
     print(table)
     (HERE / "outcomes.md").write_text(table)
-    (HERE / "outcomes.json").write_text(json.dumps({str(s): runs[s] for s in sorted(runs)}, indent=1, default=str)
-                                        + "\n")
+    figures = json.dumps({str(s): runs[s] for s in sorted(runs)}, indent=1, default=str)
+    (HERE / "outcomes.json").write_text(figures.replace(str(out), "<out>") + "\n")  # no local paths committed
     if args.readme:
         text = README.read_text()
         if START not in text or END not in text:
