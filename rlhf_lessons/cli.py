@@ -40,8 +40,8 @@ def cmd_world(args) -> dict:
     counts = {kind: len(world.requests(kind=kind)) for kind in world.KIND_NAMES}
     return {"requests": len(world.requests()), "train": len(world.requests("train")),
             "heldout": len(world.requests("heldout")),
-            "by_split": {split: len(world.requests(split)) for split in world.SPLITS}, "by_kind": counts, "populations": sorted(gold.POPULATIONS),
-            "examples": shown}
+            "by_split": {split: len(world.requests(split)) for split in world.SPLITS}, "by_kind": counts,
+            "populations": sorted(gold.POPULATIONS), "examples": shown}
 
 
 def cmd_data(args) -> dict:

@@ -115,6 +115,7 @@ def splits_table(by_split: dict, this: str, other: str,
     header = ["measure"] + [f"{name} ({split})" for split in splits for name in (other, this)]
     rows = [[key] + [v for split in splits for v in (by_split[split]["other"][key], by_split[split][key])]
             for key in keys]
-    rows.append([f"win rate of {this} over {other}"] + [v for split in splits for v in ("", by_split[split]["win_rate"])])
+    rows.append([f"win rate of {this} over {other}"]
+                + [v for split in splits for v in ("", by_split[split]["win_rate"])])
     sizes = ", ".join(f"{split} {by_split[split]['n']}" for split in splits)
     return html_table(header, rows, caption=f"requests per split: {sizes}; seed {by_split[splits[0]]['seed']}")

@@ -21,11 +21,11 @@ and for a ranking of K replies, best first, InstructGPT's loss over all C(K, 2) 
 Data. Fresh labels come as rankings (InstructGPT asked its labellers to rank 4 to 9 replies): a simulated rater
 ranks k = 8 replies to one request, which gives C(8, 2) = 28 pairs from only 8 sampled replies. Training keeps the
 pairs of a ranking in one batch and scores each reply once, so those 28 pairs cost 8 forward passes. A ranking
-loses the replies that repeat in it, so K varies (6.8 on average): a batch's loss is the mean over its rankings of
-each ranking's L_K, every ranking weighing the same whatever its K (InstructGPT's choice: with a plain mean over
-pairs, a ranking of 8 would count 28/6 times as much as a ranking of 4), and a lone labelled pair is a ranking of 2.
-Repeated labels of the same pair are all kept: dropping repeats would pull a pair that raters agree on towards
-50/50. Per second of CPU, that teaches the model more than independent pairs do. The 8
+loses the replies that repeat in it, so K varies (about 7 of 8 in the default run): a batch's loss is the mean over
+its rankings of each ranking's L_K, every ranking weighing the same whatever its K (InstructGPT's choice: with a
+plain mean over pairs, a ranking of 8 would count 28/6 times as much as a ranking of 4), and a lone labelled pair is
+a ranking of 2. Repeated labels of the same pair are all kept: dropping repeats would pull a pair that raters agree
+on towards 50/50. Per second of CPU, rankings teach the model more than independent pairs do. The 8
 replies also share their request: it runs through the model once, and its keys and values serve all 8 (`raw_scores`).
 
 Only differences of rewards matter, so the scale and offset are free; after training we shift and scale the scores
