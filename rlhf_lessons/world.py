@@ -10,6 +10,12 @@ Five kinds of request, each written down with what a good reply must contain, so
   is *over-refusal*.
 - ``greeting``: hello, thanks, goodbye.
 
+Each request is written by a small grammar (opener + sentence frame around one of the subject's questions, careful
+or casual), so that models must learn behaviours rather than templates, and the prompts fall into splits that keep
+every measurement honest (SPLITS): `train` (all that pretraining, SFT, labels and PPO use), `heldout` (new
+combinations of trained parts), `unseen-phrasing` (openers and frames no training text uses), `unseen-subject`
+(subjects only pretraining has met, through the `pretrain` prompts).
+
 Replies come in styles: helpful, terse, rude, wrong, rambling (off-topic), refusal, and for harmful requests,
 compliance. The pretraining text mixes all of them; the supervised fine-tuning (SFT) demonstrations are few, mostly
 ideal and a little imperfect. Everything is generated deterministically from a seed.
