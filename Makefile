@@ -87,19 +87,26 @@ chromium:
 	fi
 
 # Two streams side by side, one CPU thread each (a 2-core machine runs them in about half the time of one
-# after the other): the slow default-settings outcome tests (minutes each, in their own workspaces), and the
-# fast tests followed by every notebook under nbval (in order, in one fresh workspace, as a learner runs them).
+# after the other). Stream 1, in the background: the slow default-settings outcome tests of the yardstick and of
+# lesson 06's rater pools (minutes each). Stream 2: the fast tests, every notebook under nbval (in order, in one
+# fresh workspace, as a learner runs them), then the rest of the slow tests. The costly builds both need (the
+# default SFT -> reward model -> PPO run, the rater pools) are made once: stream 1 builds them first and stream 2
+# reads them (RLHF_LESSONS_SHARED_RUNS, tests/conftest.py). The two selections are complements (SLOW_STREAM_1),
+# so every slow test runs exactly once; --durations in the log shows where each stream's time went.
 # MPLBACKEND=Agg for the tests (no plot windows); the notebooks' kernels must not inherit it: it would replace
 # the inline backend that puts plots into the outputs nbval compares. (Exit 5, nothing selected, is fine.)
 # With PYTEST_ARGS the tests run as one stream, e.g. make test PYTEST_ARGS="-m 'not slow'" or PYTEST_ARGS=-x.
 TEST_THREADS ?= 1
+SLOW_STREAM_1 := (test_outcomes or test_rater_bias) and not verbose
+SLOW := -q -p no:cacheprovider --durations=12 -m 'slow and not open_issue'
 test: setup chromium
 	@rm -rf $(TEST_HOME) && mkdir -p $(TEST_HOME)
-	@export RLHF_LESSONS_THREADS=$(TEST_THREADS); ok() { [ $$1 = 0 ] || [ $$1 = 5 ]; }; \
+	@export RLHF_LESSONS_THREADS=$(TEST_THREADS) RLHF_LESSONS_SHARED_RUNS=$(TEST_HOME)/shared-runs; \
+	ok() { [ $$1 = 0 ] || [ $$1 = 5 ]; }; \
 	slow_status=0; \
 	if [ -z "$(PYTEST_ARGS)" ]; then \
-	  echo "slow outcome tests: running in the background, reported at the end ($(TEST_HOME)/slow-tests.log)"; \
-	  ( RLHF_LESSONS_HOME=$(TEST_HOME)/slow MPLBACKEND=Agg $(PY) -m pytest -q -p no:cacheprovider -m 'slow and not open_issue' tests \
+	  echo "slow outcome tests, stream 1: running in the background, reported at the end ($(TEST_HOME)/slow-tests.log)"; \
+	  ( RLHF_LESSONS_HOME=$(TEST_HOME)/slow MPLBACKEND=Agg $(PY) -m pytest $(SLOW) -k '$(SLOW_STREAM_1)' tests \
 	      > $(TEST_HOME)/slow-tests.log 2>&1; echo $$? > $(TEST_HOME)/slow-tests.status ) & \
 	  slow_pid=$$!; fast_args="-m 'not slow'"; \
 	else fast_args="$(PYTEST_ARGS)"; fi; \
@@ -111,7 +118,10 @@ test: setup chromium
 	    $(NOTEBOOKS) || nb=$$?; ok $$nb || status=$$nb; \
 	fi; \
 	if [ -n "$${slow_pid:-}" ]; then \
-	  wait $$slow_pid; echo; echo "slow outcome tests:"; cat $(TEST_HOME)/slow-tests.log; \
+	  echo; echo "slow outcome tests, stream 2:"; \
+	  rest=0; RLHF_LESSONS_HOME=$(TEST_HOME)/slow2 MPLBACKEND=Agg $(PY) -m pytest $(SLOW) -k 'not ($(SLOW_STREAM_1))' tests \
+	    || rest=$$?; ok $$rest || status=$$rest; \
+	  wait $$slow_pid; echo; echo "slow outcome tests, stream 1:"; cat $(TEST_HOME)/slow-tests.log; \
 	  slow_status=$$(cat $(TEST_HOME)/slow-tests.status); ok $$slow_status || status=$$slow_status; \
 	fi; \
 	exit $$status

@@ -151,23 +151,29 @@ def test_plots_of_the_sweeps():
 # ----- the population effects, on default settings -----
 
 @pytest.fixture(scope="module")
-def defaults(default_run, tmp_path_factory):
+def defaults(default_run, build_once):
     """The session's default SFT -> reward model -> PPO run (conftest's default_run) is the balanced pipeline; one
     label pool sampled from its SFT is shared by the other rater pools, so each costs one reward model and one PPO
-    run."""
-    root = tmp_path_factory.mktemp("bias")
+    run. Built once (conftest.build_once), also when make test's two slow streams both need it."""
     sft = default_run["root"] / "sft"
-    pool = rater_bias.label_pool(sft, seed=0, progress=False)
-    balanced = {"name": "balanced", **rater_bias.measure_policy(default_run["root"] / "ppo", against=sft)}
-    return {"root": root, "sft": sft, "pool": pool, "balanced": balanced}
+
+    def build(folder):
+        pool = rater_bias.label_pool(sft, seed=0, progress=False)
+        balanced = {"name": "balanced", **rater_bias.measure_policy(default_run["root"] / "ppo", against=sft)}
+        return {"pool": pool, "balanced": balanced}
+
+    return {"sft": sft, **build_once("bias_pool", build), "build_once": build_once}
 
 
 def run_pool(defaults, raters):
-    """One rater pool's reward model and PPO run, once per module (two tests read the verbose run)."""
+    """One rater pool's reward model and PPO run, built once (two tests read the verbose run)."""
     name = rater_bias.pool_name(raters)
     if name not in defaults:
-        out = rater_bias.run_raters(raters, init=defaults["sft"], pool=defaults["pool"], out=defaults["root"] / name,
-                                    progress=False)
+        def build(folder):
+            return rater_bias.run_raters(raters, init=defaults["sft"], pool=defaults["pool"], out=folder,
+                                         progress=False)
+
+        out = defaults["build_once"](f"bias_{name}", build)
         keys = ("over_refusal_rate", "mean_reply_tokens", "gold_mean", "helpful_rate", "harmful_compliance_rate")
         print(out["name"], {k: out[k] for k in keys}, "balanced:", {k: defaults["balanced"][k] for k in keys})
         defaults[name] = out

@@ -1,8 +1,10 @@
+from dataclasses import asdict
+
 import pytest
 import torch
 
 from rlhf_lessons import sft
-from rlhf_lessons.models import encode_example, format_prompt
+from rlhf_lessons.models import encode_example, format_prompt, read_manifest
 from rlhf_lessons.sft import IGNORE, collate, masked_lm_loss
 
 
@@ -61,11 +63,13 @@ def test_ensure_sft_builds_once(fresh_workspace, monkeypatch):
 
 
 @pytest.mark.slow
-def test_default_sft_meets_the_lesson_targets(fresh_workspace):
+def test_default_sft_meets_the_lesson_targets(default_run):
+    """The session's default SFT model (trained with SFTConfig's defaults, seed 0: lesson 02's run) against base.
+    Its time (target: 60 s) is measured by benchmarks/stage_times.py, not asserted here."""
     from rlhf_lessons.evaluate import evaluate
 
-    sft.train_sft()  # its time (target: 60 s) is measured by benchmarks/stage_times.py, not asserted here
-    result = evaluate("sft", against="base", seed=0)
+    assert read_manifest(default_run["root"] / "sft")["config"] == asdict(sft.SFTConfig(seed=0))
+    result = evaluate(str(default_run["root"] / "sft"), against="base", seed=0)
     assert result["win_rate"] >= 0.8
     assert result["polite_rate"] >= 0.9
     assert result["harmful_compliance_rate"] <= 0.1
