@@ -467,3 +467,67 @@ def check_clipped_policy_loss(fn) -> None:
         _fail(f"your loss is {got.item():.6f}, expected {want.item():.6f}: ratio = exp(logp_new - logp_old); "
               "loss = mean over valid tokens of max(-A * ratio, -A * clamp(ratio, 1 - clip, 1 + clip)).")
     _passed(name)
+
+
+# ---- lesson 06: what goes wrong ----
+
+def check_bestofn_weights(fn) -> None:
+    """Lesson 06: fn(m, n) -> m weights, best reply first: P(the i-th best of m replies is the best of a random
+    subset of n of them) = C(m - 1 - i, n - 1) / C(m, n)."""
+    import math
+
+    from .overoptimization import bestofn_weights
+
+    for m, n in [(4, 2), (5, 1), (6, 6), (8, 3), (64, 16)]:
+        got = fn(m, n)
+        if got is None:
+            _fail("return the list of m weights")
+        got = [float(w) for w in got]
+        want = bestofn_weights(m, n)
+        if len(got) != m:
+            _fail(f"for m = {m} return {m} weights, one per sampled reply (got {len(got)})")
+        if all(math.isclose(a, b, abs_tol=1e-9) for a, b in zip(got, want)):
+            continue
+        if all(math.isclose(a, b, abs_tol=1e-9) for a, b in zip(got, reversed(want))):
+            _fail("your weights are in the wrong order: index 0 is the best reply, which wins the most subsets")
+        if all(math.isclose(w, 1 / n if i < n else 0.0, abs_tol=1e-9) for i, w in enumerate(got)):
+            _fail("that averages the n best replies; best-of-n keeps only the best of a random subset of n, so "
+                  "the i-th best wins when the other n - 1 all come from the m - 1 - i worse replies")
+        with_replacement = [((m - i) ** n - (m - i - 1) ** n) / m ** n for i in range(m)]
+        if all(math.isclose(a, b, abs_tol=1e-9) for a, b in zip(got, with_replacement)):
+            _fail("that is the formula for n draws with replacement; here a subset of n distinct replies is "
+                  "chosen from the m samples: count subsets with math.comb")
+        if not math.isclose(sum(got), 1.0, abs_tol=1e-6):
+            _fail(f"for m = {m}, n = {n} your weights sum to {sum(got):.4f}, not 1: check the off-by-one in "
+                  "C(m - 1 - i, n - 1) (the best reply is i = 0) and divide by C(m, n)")
+        _fail(f"for m = {m}, n = {n} your weights differ from C(m - 1 - i, n - 1) / C(m, n): "
+              f"expected {[round(w, 4) for w in want[:4]]}..., got {[round(w, 4) for w in got[:4]]}...")
+    _passed("bestofn_weights")
+
+
+def check_flip_share(fn) -> None:
+    """Lesson 06: fn(p_majority, p_minority) -> the minority share s at which s * p_min + (1 - s) * p_maj = 1/2,
+    or None when no share in [0, 1] flips the pool."""
+    from .rater_bias import flip_share
+
+    cases = [(0.2, 0.8), (0.1, 0.7), (0.8, 0.2), (0.3, 0.4), (0.6, 0.9), (0.05, 0.95), (0.45, 0.55)]
+    for p_maj, p_min in cases:
+        got, want = fn(p_maj, p_min), flip_share(p_maj, p_min)
+        if want is None:
+            if got is not None:
+                _fail(f"with p_majority = {p_maj} and p_minority = {p_min} both populations are on the same side "
+                      f"of 1/2, so no share flips the pool: return None (got {got})")
+            continue
+        if got is None:
+            _fail(f"with p_majority = {p_maj} and p_minority = {p_min} the pool does flip: return the share")
+        got = float(got)
+        if abs(got - want) < 1e-9:
+            continue
+        if abs(got - 0.5) < 1e-9:
+            _fail("a pool is not a majority vote of people here: each label comes from one rater drawn at random, "
+                  "so the pool prefers A with probability s * p_minority + (1 - s) * p_majority; solve for s")
+        if abs(got - (1 - want)) < 1e-9:
+            _fail("that is the majority's share at the flip, not the minority's: s multiplies p_minority")
+        _fail(f"for p_majority = {p_maj}, p_minority = {p_min} the pool crosses 1/2 at s = {want:.4f}, not "
+              f"{got:.4f}: solve s * p_minority + (1 - s) * p_majority = 1/2")
+    _passed("flip_share")

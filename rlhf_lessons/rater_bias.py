@@ -360,6 +360,32 @@ def plot_mixture(result: dict, keys=("over_refusal_rate", "gold_mean")):
     return fig
 
 
+def flip_share(p_majority: float, p_minority: float) -> float | None:
+    """The minority's share s of a pool at which the pool's preference for reply A crosses one half:
+
+        s * p_minority + (1 - s) * p_majority = 1/2   =>   s = (1/2 - p_majority) / (p_minority - p_majority)
+
+    p_majority, p_minority: each population's probability of preferring A (gold.preference_probability). A rater
+    drawn from the pool prefers A with the mixture probability (gold.mixture_probability), so a reward model fitted
+    to the pool's labels ranks A first once the minority's share passes s. Returns s in [0, 1], or None when no
+    share flips the pool (both populations on the same side of one half).
+    """
+    if p_minority == p_majority:
+        return None
+    share = (0.5 - p_majority) / (p_minority - p_majority)
+    return share if 0.0 <= share <= 1.0 else None
+
+
+def predicted_flips(probes: list[tuple], majority: str = "balanced", minority: str = "cautious",
+                    noise: float = gold.DEFAULT_NOISE) -> list[float | None]:
+    """flip_share for each (request, x, y) probe triple, from the two populations' gold preferences for x."""
+    shares = []
+    for request, x, y in probes:
+        p = {pop: gold.mixture_probability(request, x, y, {pop: 1.0}, noise) for pop in (majority, minority)}
+        shares.append(flip_share(p[majority], p[minority]))
+    return shares
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Probes: what a reward model prefers where the populations disagree
 # --------------------------------------------------------------------------------------------------------------------
