@@ -19,8 +19,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .errors import ConfigError
+
 THREADS_ENV = "RLHF_LESSONS_THREADS"  # overrides the default thread count, e.g. RLHF_LESSONS_THREADS=1
 DEVICE_ENV = "RLHF_LESSONS_DEVICE"  # overrides the automatic device pick, e.g. RLHF_LESSONS_DEVICE=cpu
+MAX_THREADS = 1024  # far above any sensible count; torch overflows on counts beyond 2**31 and stalls on huge ones
 
 
 def progress_bar(iterable=None, **kwargs) -> tqdm:
@@ -36,7 +39,7 @@ def progress_bar(iterable=None, **kwargs) -> tqdm:
 def set_seed(seed: int) -> None:
     """Seed every random number generator a lesson uses: Python's, NumPy's and torch's (CPU and GPU)."""
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        raise ConfigError(f"seed must be a non-negative int, got {seed!r}")
     random.seed(seed)
     np.random.seed(seed % 2**32)  # NumPy's legacy seed only takes 32 bits
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -55,17 +58,22 @@ def default_threads() -> int:
         try:
             threads = int(value)
         except ValueError:
-            raise ValueError(f"${THREADS_ENV} must be a whole number of threads, got {value!r}") from None
-        if threads < 1:
-            raise ValueError(f"${THREADS_ENV} must be at least 1, got {threads}")
+            raise ConfigError(f"${THREADS_ENV} must be a whole number of threads, got {value!r}: set it to 1 or 2, "
+                              "or unset it") from None
+        check_threads(threads, f"${THREADS_ENV}")
         return threads
     return min(2, os.cpu_count() or 1)
 
 
+def check_threads(n, name: str = "threads") -> None:
+    """Refuse a thread count that is not a whole number from 1 to MAX_THREADS; `name` says where it came from."""
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_THREADS:
+        raise ConfigError(f"{name} must be a whole number of threads from 1 to {MAX_THREADS}, got {n!r}")
+
+
 def set_threads(n: int) -> int:
     """Use n CPU threads for torch's intra-op parallelism (matrix multiplies); returns n."""
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"threads must be an int >= 1, got {n!r}")
+    check_threads(n)
     torch.set_num_threads(n)
     return torch.get_num_threads()
 
@@ -75,16 +83,17 @@ def pick_device(name: str | None = None) -> torch.device:
 
     Everything in the course runs on the CPU in minutes; a GPU is used when there is one.
     """
+    where = "" if name else f" (from ${DEVICE_ENV})"  # so the learner knows which setting to change
     name = name or os.environ.get(DEVICE_ENV, "").strip() or None
     if name is not None:
         try:
             device = torch.device(name)
         except RuntimeError:
-            raise ValueError(f"unknown device {name!r}: use 'cpu', 'cuda', 'cuda:0' or 'mps'") from None
+            raise ConfigError(f"unknown device {name!r}{where}: use 'cpu', 'cuda', 'cuda:0' or 'mps'") from None
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} was asked for but torch sees no CUDA GPU: use 'cpu'")
+            raise ConfigError(f"device {name!r}{where} was asked for but torch sees no CUDA GPU: use 'cpu'")
         if device.type == "mps" and not _mps_available():
-            raise ValueError(f"device {name!r} was asked for but torch sees no Apple GPU (MPS): use 'cpu'")
+            raise ConfigError(f"device {name!r}{where} was asked for but torch sees no Apple GPU (MPS): use 'cpu'")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
