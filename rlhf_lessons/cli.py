@@ -7,16 +7,90 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import math
 import random
 import sys
 import time
+from pathlib import Path
 
 import torch
 
+from .errors import ConfigError, CourseError
+from .runtime import MAX_THREADS, default_threads, set_threads
+
+MAX_SEED = 2**32 - 1  # NumPy's legacy seed takes 32 bits, and stages derive further seeds from it (seed * 1009 + ...)
+MAX_NEW_TOKENS = 64  # the longest request is 34 tokens: with 64 new tokens every one fits the 128-token context
+
 
 def _emit(summary: dict) -> None:
-    print(json.dumps(summary, default=str))
+    """The summary as one line of strict JSON: NaN and infinities become null, which every JSON parser reads."""
+    print(json.dumps(_finite_or_none(summary), default=str, allow_nan=False))
+
+
+def _finite_or_none(value):
+    """`value` with every non-finite float (NaN, inf) inside dicts, lists and tuples replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(item) for item in value]
+    return value
+
+
+# Argument types: argparse calls them on the text given, so a bad value stops the command before any work, with a
+# message that names the argument (exit code 2).
+
+def _whole_number(low: int, high: int | None = None):
+    """An argparse type: a whole number from `low` to `high` (no upper bound if None)."""
+    def parse(text: str) -> int:
+        bounds = f">= {low}" if high is None else f"from {low} to {high}"
+        try:
+            value = int(text)
+        except ValueError:  # also the 4300-digit limit on int()
+            raise argparse.ArgumentTypeError(f"must be a whole number {bounds}, got {text[:40]!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be a whole number {bounds}, got {value}")
+        return value
+    return parse
+
+
+def _finite_number(low: float, low_allowed: bool):
+    """An argparse type: a finite number above `low` (or equal to it, if `low_allowed`); NaN and inf refused."""
+    def parse(text: str) -> float:
+        bounds = f">= {low}" if low_allowed else f"> {low}"
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number {bounds}, got {text[:40]!r}") from None
+        if not math.isfinite(value) or value < low or (value == low and not low_allowed):
+            raise argparse.ArgumentTypeError(f"must be a finite number {bounds}, got {text[:40]!r}")
+        return value
+    return parse
+
+
+def _population(text: str) -> str:
+    """An argparse type: the name of a rater population of gold.py."""
+    from .gold import POPULATIONS
+
+    if text not in POPULATIONS:
+        raise argparse.ArgumentTypeError(f"unknown population {text[:40]!r}; choose from {sorted(POPULATIONS)}")
+    return text
+
+
+def _output_file(text: str) -> str:
+    """An argparse type: a file to write, in a folder that exists, and not itself a folder."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file name in it, such as "
+                                         f"{text.rstrip('/')}/pairs.jsonl")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder {str(path.parent)!r} of {text!r} does not exist; create it first")
+    return text
+
+
+SEED = _whole_number(0, MAX_SEED)
+COUNT = _whole_number(1)  # steps, epochs, updates, pairs: at least one
 
 
 def _seed(seed: int) -> None:
@@ -58,17 +132,37 @@ def cmd_pretrain(args) -> dict:
     from .pretrain import PretrainConfig, pretrain
     from .workspace import BASE_MODEL_DIR
 
+    out = Path(args.out).expanduser() if args.out else BASE_MODEL_DIR
+    shipped = out.resolve() == BASE_MODEL_DIR.resolve()
+    if shipped and not args.overwrite_shipped:  # checked before minutes of data preparation and training
+        raise ConfigError(f"pretrain would overwrite the shipped base model in {BASE_MODEL_DIR}: pass --out FOLDER to "
+                          "train a new one elsewhere, or --overwrite-shipped to replace the shipped one")
     cfg = PretrainConfig(seed=args.seed)
-    if args.steps:
+    if args.steps is not None:
         cfg.steps = args.steps
     command = f"rlhf-lessons --threads {torch.get_num_threads()} pretrain" + (f" --steps {args.steps}" if args.steps else "")
-    return pretrain(cfg, args.out or BASE_MODEL_DIR, command=command)
+    command += " --overwrite-shipped" if shipped else ""  # so the manifest's command still reproduces it
+    return pretrain(cfg, out, command=command)
+
+
+def _check_fits_splits(n: int | None, splits, flag: str) -> None:
+    """Refuse more requests than a split holds: beyond that the requests repeat, and the run only takes longer."""
+    from .world import requests
+
+    if n is None:
+        return
+    sizes = {split: len(requests(split)) for split in splits}
+    smallest = min(sizes, key=sizes.get)  # so the advice fits every split asked for
+    if n > sizes[smallest]:
+        raise ConfigError(f"{flag} {n} is more than the {sizes[smallest]} requests of the {smallest} split: use "
+                          f"{flag} {sizes[smallest]} or fewer")
 
 
 def cmd_evaluate(args) -> dict:
     from .evaluate import SPLITS, evaluate_splits
 
     splits = SPLITS if args.split == "all" else (args.split,)
+    _check_fits_splits(args.n, splits, "--n")
     results = evaluate_splits(args.model, against=args.against, splits=splits, n=args.n, seed=args.seed,
                               population=args.population)
     for split, result in results.items():  # a readable table on stderr; the JSON summary stays last on stdout
@@ -84,14 +178,16 @@ def cmd_sft(args) -> dict:
     from .sft import SFTConfig, train_sft
 
     cfg = SFTConfig(seed=args.seed)
-    if args.epochs:
+    if args.epochs is not None:
         cfg.epochs = args.epochs
     return train_sft(cfg, base=args.base, out_dir=args.out)
 
 
 def cmd_label(args) -> dict:
     from .labeling import label
+    from .ppo import build_missing
 
+    build_missing(args.policy, reward=None)  # as reward, ppo and bestofn do: a missing SFT model is trained first
     return label(population=args.population, n=args.n, policy=args.policy, seed=args.seed, out=args.out)
 
 
@@ -102,11 +198,11 @@ def cmd_feedback(args) -> dict:
     store = PreferenceStore(args.store)
     if args.action == "import":
         if not args.files:
-            raise ValueError("feedback import needs one or more JSONL files")
+            raise ConfigError("feedback import needs one or more JSONL files: rlhf-lessons feedback import FILE...")
         return {"action": "import", "store": str(store.path), **store.import_jsonl(args.files)}
     if args.action == "export":
         if not args.out:
-            raise ValueError("feedback export needs --out FILE.jsonl")
+            raise ConfigError("feedback export needs --out FILE.jsonl")
         return {"action": "export", "store": str(store.path), "out": args.out, "pairs": store.export_jsonl(args.out)}
     stats = store.stats()
     raters = sorted(stats["by_rater"])
@@ -148,7 +244,7 @@ def _n_list(text: str) -> list[int]:
     except ValueError:
         values = []
     if not values or min(values) < 1:
-        raise ValueError(f"--n-list must be whole numbers >= 1 separated by commas, like 1,2,4,8 (got {text!r})")
+        raise ConfigError(f"--n-list must be whole numbers >= 1 separated by commas, like 1,2,4,8 (got {text!r:.60})")
     return values
 
 
@@ -156,6 +252,7 @@ def cmd_bestofn(args) -> dict:
     from .overoptimization import bestofn_sweep
 
     n_list = _n_list(args.n_list)
+    _check_fits_splits(args.requests, ("heldout",), "--requests")
     return bestofn_sweep(args.policy, args.reward, n_list=n_list, n_requests=args.requests, seed=args.seed,
                          max_new_tokens=args.max_new_tokens, population=args.population)
 
@@ -167,19 +264,37 @@ def cmd_experiment(args) -> dict:
     if args.name == "overopt":
         return run_overopt_experiment(seed=args.seed, cfg=overopt_config(seed=args.seed))
     run = run_bias_experiment if args.name == "bias" else run_mixture_experiment
+    _check_fits_splits(args.eval_n, ("heldout",), "--eval-n")  # before the sweep's minutes of training
     return run(seed=args.seed, eval_n=args.eval_n, reuse=not args.no_reuse)
 
 
+class BadArguments(ConfigError):
+    """A command line argparse refused; `command` is the stage it was for (None for the top-level options)."""
+
+    def __init__(self, command: str | None, message: str):
+        super().__init__(message)
+        self.command = command
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a bad command line raises BadArguments, so `main` reports it like every user error:
+    one line on stderr, a JSON summary with "error", exit code 2. Sub-commands' parsers are of this class too."""
+
+    def error(self, message: str):
+        command = self.prog.split()[-1] if " " in self.prog else None
+        raise BadArguments(command, f"{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rlhf-lessons", description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None,
+    parser = _Parser(prog="rlhf-lessons", description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=_whole_number(1, MAX_THREADS), default=None,
                         help="torch CPU threads (default: $RLHF_LESSONS_THREADS or 2; fewer can be faster on a busy "
                              "machine)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def stage(name: str, func, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=SEED, default=0, help=f"random seed, 0 to {MAX_SEED} (default: 0)")
         p.set_defaults(func=func)
         return p
 
@@ -187,25 +302,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("data", cmd_data, "regenerate the shipped world files (data/world) byte for byte")
     p.add_argument("--out", default=None, help="folder to write into (default: data/world)")
     p = stage("pretrain", cmd_pretrain, "train the tokenizer and the base model from scratch (about 6 minutes)")
-    p.add_argument("--out", default=None, help="folder to write into (default: data/base)")
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--out", default=None, help="folder to write into (default: data/base, which needs "
+                                               "--overwrite-shipped)")
+    p.add_argument("--overwrite-shipped", action="store_true", help="allow replacing the shipped base model in "
+                                                                    "data/base")
+    p.add_argument("--steps", type=COUNT, default=None, help="training steps, at least 1 (default: 1500)")
     p = stage("evaluate", cmd_evaluate, "measure a model on the evaluation splits with the gold rater")
     p.add_argument("--model", default="base", help="checkpoint folder, or base / sft / ppo")
     p.add_argument("--against", default=None, help="a second model: adds the win rate of --model over it")
     p.add_argument("--split", default="all", choices=["all", "heldout", "unseen-phrasing", "unseen-subject"],
                    help="which evaluation split (default: all three, side by side)")
-    p.add_argument("--n", type=int, default=None,
-                   help="requests per split, drawn from the whole split (default: its fixed evaluation set)")
-    p.add_argument("--population", default="balanced", help="rater population that scores (default: balanced)")
+    p.add_argument("--n", type=COUNT, default=None,
+                   help="requests per split, drawn from the whole split, at most its size (default: its fixed "
+                        "evaluation set)")
+    p.add_argument("--population", type=_population, default="balanced",
+                   help="rater population that scores (default: balanced)")
     p = stage("sft", cmd_sft, "supervised fine-tuning on the world's demonstrations")
     p.add_argument("--base", default="base", help="checkpoint to start from (default: the shipped base model)")
     p.add_argument("--out", default=None, help="folder to write into (default: the workspace's sft)")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=COUNT, default=None, help="passes over the demonstrations, at least 1 "
+                                                                "(default: 5)")
     p = stage("label", cmd_label, "simulated raters of a population label pairs of sampled replies")
-    p.add_argument("--population", default="balanced", help="balanced, cautious, verbose or terse")
-    p.add_argument("--n", type=int, default=500, help="number of pairs")
+    p.add_argument("--population", type=_population, default="balanced", help="balanced, cautious, verbose or terse")
+    p.add_argument("--n", type=COUNT, default=500, help="number of pairs, at least 1")
     p.add_argument("--policy", default="sft", help="model whose replies are labelled, with base-model replies")
-    p.add_argument("--out", default=None, help="also write the pairs to this JSONL file")
+    p.add_argument("--out", type=_output_file, default=None, help="also write the pairs to this JSONL file")
     p = stage("feedback", cmd_feedback, "import, export and summarise the preference store")
     p.add_argument("action", choices=["import", "export", "stats"])
     p.add_argument("files", nargs="*", help="JSONL files to import")
@@ -213,8 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=None, help="store file (default: the workspace's preferences.sqlite)")
     p = stage("reward", cmd_reward, "train a Bradley-Terry reward model")
     p.add_argument("--prefs", nargs="*", default=None, help="JSONL preference files to train on as well")
-    p.add_argument("--population", default="balanced", help="population of the fresh simulated labels")
-    p.add_argument("--n", type=int, default=None, help="number of fresh simulated pairs")
+    p.add_argument("--population", type=_population, default="balanced",
+                   help="population of the fresh simulated labels")
+    p.add_argument("--n", type=_whole_number(0), default=None,
+                   help="number of fresh simulated pairs (0: train on --prefs and the store's labels only)")
     p.add_argument("--init", default="sft", help="checkpoint whose backbone starts the reward model")
     p.add_argument("--out", default=None, help="folder to write into (default: the workspace's rm)")
     p = stage("ppo", cmd_ppo, "fine-tune the policy with PPO against the reward model")
@@ -222,48 +345,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward", default="rm")
     p.add_argument("--out", default=None, help="folder to write into (default: the workspace's ppo)")
     leash = p.add_mutually_exclusive_group()
-    leash.add_argument("--kl-coef", type=float, default=None, help="a fixed KL coefficient beta")
-    leash.add_argument("--target-kl", type=float, default=None, help="adaptive beta aiming at this KL (nats)")
-    p.add_argument("--updates", type=int, default=None)
+    leash.add_argument("--kl-coef", type=_finite_number(0.0, low_allowed=True), default=None,
+                       help="a fixed KL coefficient beta, >= 0")
+    leash.add_argument("--target-kl", type=_finite_number(0.0, low_allowed=False), default=None,
+                       help="adaptive beta aiming at this KL (nats), > 0")
+    p.add_argument("--updates", type=COUNT, default=None, help="PPO updates, at least 1")
     p = stage("bestofn", cmd_bestofn, "best-of-n on held-out requests: proxy reward, gold reward and KL for each n")
     p.add_argument("--policy", default="sft", help="the model that samples (default: the workspace's sft)")
     p.add_argument("--reward", default="rm", help="the reward model that picks (default: the workspace's rm)")
     p.add_argument("--n-list", default="1,2,4,8,16,32,64", help="values of n, comma-separated (default: 1,2,...,64)")
-    p.add_argument("--requests", type=int, default=None, help="number of held-out requests (default: all)")
-    p.add_argument("--max-new-tokens", type=int, default=40)
-    p.add_argument("--population", default="balanced", help="the gold rater that measures (default: balanced)")
+    p.add_argument("--requests", type=COUNT, default=None,
+                   help="number of held-out requests, at most the split's size (default: its evaluation set)")
+    p.add_argument("--max-new-tokens", type=_whole_number(1, MAX_NEW_TOKENS), default=40,
+                   help=f"reply length limit in tokens, 1 to {MAX_NEW_TOKENS} (default: 40)")
+    p.add_argument("--population", type=_population, default="balanced",
+                   help="the gold rater that measures (default: balanced)")
     p = stage("experiment", cmd_experiment,
               "lesson 06's full sweeps, written to <workspace>/experiments/NAME.json: overopt (best-of-n and PPO "
               "without a KL leash), bias (balanced, cautious and verbose raters), mixture (balanced and cautious "
               "raters in shares 0 to 1)")
     p.add_argument("name", choices=["overopt", "bias", "mixture"])
-    p.add_argument("--eval-n", type=int, default=None, help="bias, mixture: held-out requests to measure on "
+    p.add_argument("--eval-n", type=COUNT, default=None, help="bias, mixture: held-out requests to measure on "
                                                             "(default: all)")
     p.add_argument("--no-reuse", action="store_true", help="bias, mixture: train again even when a run with the "
                                                            "same settings is saved")
     p = stage("pipeline", cmd_pipeline, "base -> SFT -> simulated labels -> reward model -> PPO -> evaluation, "
                                        "with a report")
-    p.add_argument("--population", default="balanced", help="the simulated raters whose labels train the reward model")
+    p.add_argument("--population", type=_population, default="balanced",
+                   help="the simulated raters whose labels train the reward model")
     p.add_argument("--out", default=None, help="folder for checkpoints and report (default: the workspace)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    threads = args.threads or int(os.environ.get("RLHF_LESSONS_THREADS", "0")) or min(2, os.cpu_count() or 1)
-    torch.set_num_threads(threads)
-    _seed(args.seed)
+    """Run one stage; exit code 0, 2 for a user's mistake (one line on stderr), or a traceback for a bug."""
+    from .store import LabelFileError
+
+    try:
+        args = build_parser().parse_args(argv)
+    except BadArguments as err:
+        return _report(err.command, err)
     t0 = time.time()
     try:
+        set_threads(default_threads() if args.threads is None else args.threads)  # $RLHF_LESSONS_THREADS checked
+        _seed(args.seed)
         summary = args.func(args)
-    except (FileNotFoundError, ValueError, KeyError) as err:  # LabelFileError is a ValueError
-        print(f"rlhf-lessons {args.command}: error: {err}", file=sys.stderr)
-        _emit({"command": args.command, "error": str(err)})
-        return 2
+    except (CourseError, LabelFileError) as err:  # only the course's own errors: anything else is a bug
+        return _report(args.command, err)
     summary = {"command": args.command, **summary}
     summary.setdefault("seconds", round(time.time() - t0, 1))
     _emit(summary)
     return 0
+
+
+def _report(command: str | None, err: Exception) -> int:
+    """A user's mistake: one line on stderr, the JSON summary with "error" on stdout, and exit code 2."""
+    print(f"rlhf-lessons{'' if command is None else ' ' + command}: error: {_one_line(err)}", file=sys.stderr)
+    _emit({"command": command, "error": str(err)})
+    return 2
+
+
+def _one_line(err: Exception) -> str:
+    """The error's message on one line, its control characters (ANSI escapes, bidi overrides) shown as escapes."""
+    text = " ".join(str(err).splitlines())
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 if __name__ == "__main__":
