@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import uuid
 from pathlib import Path
 
 import torch
@@ -18,6 +20,7 @@ from transformers.utils import logging as hf_logging
 
 hf_logging.disable_progress_bar()  # loading a 4 MB checkpoint needs no progress bar; lessons show their own
 
+from .errors import CheckpointError, TrainingDiverged, WorkspaceError
 from .workspace import BASE_MODEL_DIR, STAGE_NAMES, stage_dir
 
 EOS = "<|endoftext|>"
@@ -148,13 +151,76 @@ def read_manifest(name_or_path: str | Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def save_checkpoint(model, tokenizer, out_dir: str | Path, manifest: dict) -> Path:
-    """save_pretrained (safetensors) for model and tokenizer, plus manifest.json (with the tokenizer fingerprint)."""
+def save_checkpoint(model, tokenizer, out_dir: str | Path, manifest: dict,
+                    extra_files: dict[str, str] | None = None) -> Path:
+    """save_pretrained (safetensors) for model and tokenizer, plus manifest.json (with the tokenizer fingerprint).
+
+    A model with a NaN or infinite weight is refused (TrainingDiverged), and the folder is written whole or not at
+    all: into a temporary folder beside `out_dir`, then swapped in (see `_swap_in`), so a diverged run or a crash
+    mid-write leaves the previous checkpoint as it was. extra_files: {name: text} written into the same folder
+    (PPO's log.json), so they are swapped in with it.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    refuse_non_finite(model, out, manifest.get("stage", "model"))
+    target = out.resolve() if out.is_symlink() else out  # replace the folder a link points to, not the link
+    check_replaceable(target)
     manifest = {**manifest, "tokenizer": tokenizer_fingerprint(tokenizer),
                 "parameters": sum(p.numel() for p in model.parameters())}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    files = {"manifest.json": json.dumps(manifest, indent=2, sort_keys=True) + "\n", **(extra_files or {})}
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.parent / f".{target.name}.saving-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            model.save_pretrained(staging, safe_serialization=True)
+            tokenizer.save_pretrained(staging)
+            for name, text in files.items():
+                (staging / name).write_text(text)
+            _swap_in(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # already renamed away unless writing failed
+    except OSError as err:
+        raise WorkspaceError(f"cannot save the checkpoint to {out}: {err.strerror or err}. Check that the folder "
+                             "is writable and the disk has room; any checkpoint there before is unchanged.") from err
     return out
+
+
+def refuse_non_finite(model, out: Path, stage: str) -> None:
+    """A NaN or infinite weight means training diverged: such a model must never replace a good checkpoint."""
+    bad = sum(int((~torch.isfinite(p)).sum()) for p in model.parameters() if p.is_floating_point())
+    if bad:
+        raise TrainingDiverged(f"refusing to save the {stage} model to {out}: {bad} of its weights are NaN or "
+                               "infinite (training diverged). Nothing was written; try a lower learning rate.")
+
+
+def check_replaceable(out: Path) -> None:
+    """Saving replaces a whole folder, so it must be new, empty, or a checkpoint (never, say, a home folder)."""
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"cannot save a checkpoint to {out}: it is a file, not a folder. Choose another folder.")
+    if out.is_dir() and not (out / "config.json").exists() and any(out.iterdir()):
+        raise CheckpointError(f"cannot save a checkpoint to {out}: the folder holds other files and no checkpoint, "
+                              "and saving replaces the whole folder. Choose a new or empty folder.")
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Replace folder `out` by the complete folder `staging` (same parent, so each rename is atomic).
+
+    The old folder is renamed aside before the new one is renamed in, and deleted only after: at every moment a
+    whole checkpoint exists under `out` or under the aside name. Files of the old folder that the new checkpoint
+    does not write (a learner's notes, an evaluation) are copied over, not lost.
+    """
+    if not out.exists():
+        staging.rename(out)
+        return
+    for old in out.iterdir():
+        kept = staging / old.name
+        if kept.exists():
+            continue
+        if old.is_dir() and not old.is_symlink():
+            shutil.copytree(old, kept, symlinks=True)
+        else:
+            shutil.copy2(old, kept, follow_symlinks=False)
+    aside = out.parent / f".{out.name}.replaced-{uuid.uuid4().hex[:8]}"
+    out.rename(aside)
+    staging.rename(out)
+    shutil.rmtree(aside)
