@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from .errors import TrainingDiverged
+
 
 def lr_at(step: int, total_steps: int, peak_lr: float, warmup_steps: int, final_fraction: float = 0.1) -> float:
     """Linear warm-up to `peak_lr` over `warmup_steps`, then cosine decay to `final_fraction * peak_lr`.
@@ -30,3 +32,19 @@ def make_adamw(model: torch.nn.Module, lr: float, weight_decay: float = 0.1) -> 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def check_finite_step(stage: str, where: str, loss: torch.Tensor, *grad_norms: torch.Tensor,
+                      advice: str = "lower the learning rate") -> None:
+    """Stop training at the first NaN or infinite loss or gradient norm, before the optimiser step spreads it.
+
+    A non-finite loss or gradient turns every weight into NaN at the next step, and a NaN model fails silently
+    later (it still samples, scores and saves). `grad_norms` are what clip_grad_norm_ returned (the norm before
+    clipping), so the check costs one comparison per step and no extra pass.
+    """
+    values = torch.stack([loss.detach().float().reshape(()), *(n.float().reshape(()) for n in grad_norms)])
+    if not torch.isfinite(values).all():
+        loss_value, *norms = values.tolist()
+        norm_word = "gradient norms" if len(norms) > 1 else "gradient norm"
+        raise TrainingDiverged(f"{stage} training diverged at {where}: the loss is {loss_value:.4g} and the "
+                               f"{norm_word} {', '.join(f'{n:.4g}' for n in norms)}. Nothing was saved; {advice}.")

@@ -41,7 +41,10 @@ import torch
 import torch.nn as nn
 
 from . import gold, world
+from .config_checks import (ANY, AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, SEED, Bounds,
+                            refuse_bad_settings, setting_problems)
 from .models import load_policy, save_checkpoint
+from .optim import check_finite_step
 from .runtime import pick_device, progress_bar
 from .sampling import positions, sample_replies
 from .workspace import stage_dir
@@ -473,13 +476,16 @@ def make_rollout(policy, reference, value_model, tokenizer, requests: list, scor
 
 
 def ppo_update(policy, value_model, optimizer: torch.optim.Optimizer, rollout: Rollout, cfg: PPOConfig,
-               generator: torch.Generator) -> dict:
-    """`cfg.epochs` passes of `cfg.minibatches` minibatches over one rollout. Returns mean losses and diagnostics."""
+               generator: torch.Generator, update: int | None = None) -> dict:
+    """`cfg.epochs` passes of `cfg.minibatches` minibatches over one rollout. Returns mean losses and diagnostics.
+
+    update: the index of this update in the run, named in the message if training diverges.
+    """
     batch = rollout.input_ids.shape[0]
     size = math.ceil(batch / cfg.minibatches)
     totals: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clipfrac": [], "approx_kl": [],
                                       "value_clipfrac": []}
-    for _epoch in range(cfg.epochs):
+    for epoch in range(cfg.epochs):
         order = torch.randperm(batch, generator=generator).to(rollout.input_ids.device)
         for start in range(0, batch, size):
             rows = order[start:start + size]
@@ -493,9 +499,13 @@ def ppo_update(policy, value_model, optimizer: torch.optim.Optimizer, rollout: R
             loss = pg_loss + cfg.vf_coef * vf_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            # one bad minibatch cannot wreck either network
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-            torch.nn.utils.clip_grad_norm_(value_model.parameters(), cfg.max_grad_norm)
+            # one bad minibatch cannot wreck either network; a NaN one stops training before the step spreads it
+            policy_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            value_norm = torch.nn.utils.clip_grad_norm_(value_model.parameters(), cfg.max_grad_norm)
+            where = (f"update {update + 1} of {cfg.updates}, " if update is not None else "") + \
+                f"epoch {epoch + 1}, minibatch {start // size + 1}"
+            check_finite_step("PPO", where, loss, policy_norm, value_norm,
+                              advice=f"try a lower lr (it is {cfg.lr:g})")
             optimizer.step()
             for key, value in (("policy_loss", pg_loss), ("value_loss", vf_loss), ("clipfrac", clipfrac),
                                ("approx_kl", approx_kl), ("value_clipfrac", vf_clipfrac)):
@@ -507,26 +517,26 @@ def ppo_update(policy, value_model, optimizer: torch.optim.Optimizer, rollout: R
 # The training loop
 # --------------------------------------------------------------------------------------------------------------------
 
+PPO_BOUNDS = {"updates": AT_LEAST_ONE, "batch_size": AT_LEAST_ONE, "max_new_tokens": AT_LEAST_ONE,
+              "temperature": POSITIVE, "kl_coef": Bounds(0, note="0 removes the leash"),
+              "target_kl": Bounds(0, above=True, note="nats per reply, or None for a fixed kl_coef"),
+              "kl_horizon": AT_LEAST_ONE, "unended_penalty": ANY, "calibration_samples": AT_LEAST_ONE,
+              "gamma": FRACTION, "lam": FRACTION, "clip": POSITIVE, "clip_value": POSITIVE, "vf_coef": NON_NEGATIVE,
+              "epochs": AT_LEAST_ONE, "minibatches": AT_LEAST_ONE, "lr": POSITIVE, "adam_eps": POSITIVE,
+              "max_grad_norm": POSITIVE, "seed": SEED}
+
+
 def check_config(cfg: PPOConfig) -> None:
-    """Refuse settings that cannot work, with a message that says what to change."""
-    problems = []
-    for name in ("updates", "batch_size", "max_new_tokens", "epochs", "minibatches"):
-        if getattr(cfg, name) < 1:
-            problems.append(f"{name} must be at least 1 (got {getattr(cfg, name)})")
-    if cfg.minibatches > cfg.batch_size:
+    """Refuse settings that cannot work, with a message that says what to change (NaN included: `nan < 0` is
+    False, so a plain comparison lets it through)."""
+    problems = setting_problems(cfg, PPO_BOUNDS)
+    if not problems and cfg.minibatches > cfg.batch_size:
         problems.append(f"minibatches ({cfg.minibatches}) cannot exceed batch_size ({cfg.batch_size})")
-    if cfg.temperature <= 0:
-        problems.append("temperature must be > 0")
-    if cfg.kl_coef < 0:
-        problems.append("kl_coef must be >= 0 (0 removes the leash)")
-    if cfg.target_kl is not None and cfg.target_kl <= 0:
-        problems.append("target_kl must be > 0 nats per reply, or None for a fixed kl_coef")
     if cfg.value_model not in ("shared", "reward"):
         problems.append(f"value_model must be 'shared' or 'reward', not {cfg.value_model!r}")
     if cfg.gold_population not in gold.POPULATIONS:
         problems.append(f"gold_population must be one of {sorted(gold.POPULATIONS)}")
-    if problems:
-        raise ValueError("bad PPO settings: " + "; ".join(problems))
+    refuse_bad_settings("PPO", problems)
 
 
 def build_missing(policy: str = "sft", reward: str | None = "rm") -> None:
@@ -619,7 +629,7 @@ def train_ppo(cfg: PPOConfig | None = None, policy: str = "sft", reward: str = "
         beta = kl_ctl.value
         rollout, texts = make_rollout(model, reference, value_model, tokenizer, requests, score_fn, beta, cfg,
                                       sample_gen, score_norm)
-        losses = ppo_update(model, value_model, optimizer, rollout, cfg, shuffle_gen)
+        losses = ppo_update(model, value_model, optimizer, rollout, cfg, shuffle_gen, update)
         kl_ctl.update(rollout.stats["kl"], cfg.batch_size)
         gold_scores = [gold.gold_score(r, t, cfg.gold_population) for r, t in zip(requests, texts)]
         row = {"update": update, "proxy_reward": rollout.stats["proxy_reward"], "gold_reward": mean(gold_scores),
@@ -648,8 +658,8 @@ def train_ppo(cfg: PPOConfig | None = None, policy: str = "sft", reward: str = "
                "seconds": round(time.time() - t0, 1)}
     save_checkpoint(model, tokenizer, out, {"stage": "ppo", "policy": str(policy), "reward": reward_name,
                                             "score_norm": list(score_norm), "config": asdict(cfg), **summary,
-                                            "command": "rlhf-lessons ppo"})
-    (out / "log.json").write_text(json.dumps(log, indent=1) + "\n")
+                                            "command": "rlhf-lessons ppo"},
+                    extra_files={"log.json": json.dumps(log, indent=1) + "\n"})  # swapped in with the model
     return {**summary, "log": log}
 
 

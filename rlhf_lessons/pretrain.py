@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from transformers import GPT2LMHeadModel
 
 from . import world
-from .models import encode_example, format_prompt, save_checkpoint, tiny_config, train_tokenizer
-from .optim import lr_at, make_adamw, set_lr
+from .config_checks import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, SEED, Bounds, refuse_bad_settings, setting_problems
+from .models import CONTEXT, encode_example, format_prompt, save_checkpoint, tiny_config, train_tokenizer
+from .optim import check_finite_step, lr_at, make_adamw, set_lr
 from .runtime import progress_bar
 
 
@@ -35,6 +36,21 @@ class PretrainConfig:
     peak_lr: float = 3e-3
     warmup_steps: int = 100
     seed: int = 0
+
+
+PRETRAIN_BOUNDS = {"n_dialogues": AT_LEAST_ONE, "vocab_size": Bounds(258, note="the 256 bytes and EOS and PAD"),
+                   "n_layer": AT_LEAST_ONE, "n_embd": AT_LEAST_ONE, "n_head": AT_LEAST_ONE,
+                   "block_size": Bounds(1, CONTEXT, note="the model's context"), "batch_size": AT_LEAST_ONE,
+                   "steps": AT_LEAST_ONE, "peak_lr": POSITIVE, "warmup_steps": NON_NEGATIVE, "seed": SEED}
+
+
+def check_config(cfg: PretrainConfig) -> None:
+    """Refuse settings that cannot train (NaN, 0 steps, heads that do not divide the width) before the data is
+    prepared, which takes a minute."""
+    problems = setting_problems(cfg, PRETRAIN_BOUNDS)
+    if not problems and cfg.n_embd % cfg.n_head:
+        problems.append(f"n_embd ({cfg.n_embd}) must be a multiple of n_head ({cfg.n_head})")
+    refuse_bad_settings("pretraining", problems)
 
 
 def dialogue_text(prompt: str, reply: str) -> str:
@@ -63,6 +79,7 @@ def next_token_loss(model, blocks: torch.Tensor) -> torch.Tensor:
 
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, command: str = "rlhf-lessons pretrain") -> dict:
     """Train tokenizer and base model from scratch; save both to `out_dir`. Returns a summary dict."""
+    check_config(cfg)
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     dialogues = world.pretraining_dialogues(cfg.n_dialogues, seed=cfg.seed)
@@ -80,7 +97,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, command: str = "rlhf-less
         loss = next_token_loss(model, random_blocks(train_ids, cfg.batch_size, cfg.block_size, gen))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        check_finite_step("pretraining", f"step {step + 1} of {cfg.steps}", loss, grad_norm,
+                          advice=f"try a lower peak_lr (it is {cfg.peak_lr:g})")
         optimizer.step()
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")

@@ -46,9 +46,11 @@ import torch.nn.functional as F
 from transformers import DynamicCache, GPT2ForSequenceClassification
 
 from . import gold, world
+from .config_checks import (AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, SEED, Bounds, refuse_bad_settings,
+                            setting_problems)
 from .models import (check_model_matches_tokenizer, check_same_tokenizer, encode_example, load_tokenizer,
                      resolve_checkpoint, save_checkpoint)
-from .optim import lr_at, make_adamw, set_lr
+from .optim import check_finite_step, lr_at, make_adamw, set_lr
 from .runtime import pick_device, progress_bar
 from .sampling import pad_sequences, positions
 
@@ -93,6 +95,16 @@ class RewardConfig:
     n_heldout: int = 1000  # held-out pairs (independent ones) for accuracy and noise ceiling
     max_new_tokens: int = 40  # reply length when sampling
     seed: int = 0
+
+
+REWARD_BOUNDS = {"epochs": AT_LEAST_ONE, "batch_size": AT_LEAST_ONE, "peak_lr": POSITIVE, "warmup_fraction": FRACTION,
+                 "weight_decay": NON_NEGATIVE, "max_grad_norm": POSITIVE, "n_pairs": NON_NEGATIVE,
+                 "k": Bounds(2), "n_heldout": AT_LEAST_ONE, "max_new_tokens": AT_LEAST_ONE, "seed": SEED}
+
+
+def check_config(cfg: RewardConfig) -> None:
+    """Refuse settings that cannot train (NaN, 0 epochs, rankings of one reply) before any labelling starts."""
+    refuse_bad_settings("reward model", setting_problems(cfg, REWARD_BOUNDS))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -492,6 +504,7 @@ def train_reward(cfg: RewardConfig, pairs: list[dict], init: str | Path = "sft",
     """
     if not pairs:
         raise ValueError("no preference pairs to train on: label some (lesson 03, or `rlhf-lessons label`)")
+    check_config(cfg)
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     device = pick_device(device)
@@ -516,7 +529,9 @@ def train_reward(cfg: RewardConfig, pairs: list[dict], init: str | Path = "sft",
             loss = ranking_bt_loss(r_chosen, r_rejected, ranking_weights([rankings[i] for i in idx]), cfg.margin)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.max_grad_norm)
+            check_finite_step("reward model", f"step {step + 1} of {total}", loss, grad_norm,
+                              advice=f"try a lower peak_lr (it is {cfg.peak_lr:g})")
             optimizer.step()
             step += 1
             acc = pairwise_accuracy(r_chosen.detach(), r_rejected.detach())
@@ -607,6 +622,7 @@ def run_reward_stage(prefs: list[str | Path] | None = None, population: str = "b
     if population not in gold.POPULATIONS:
         raise ValueError(f"unknown population {population!r}; choose from {sorted(gold.POPULATIONS)}")
     cfg = cfg or RewardConfig(seed=seed)
+    check_config(cfg)
     n = cfg.n_pairs if n is None else n
     _init_checkpoint(init)  # a missing SFT is trained first, outside this stage's time
     t0 = time.time()

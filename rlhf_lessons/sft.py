@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from . import world
+from .config_checks import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, SEED, refuse_bad_settings, setting_problems
 from .models import encode_example, load_policy, save_checkpoint
-from .optim import lr_at, make_adamw, set_lr
+from .optim import check_finite_step, lr_at, make_adamw, set_lr
 from .runtime import progress_bar
 from .workspace import stage_dir
 
@@ -44,6 +45,20 @@ class SFTConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     seed: int = 0
+
+
+SFT_BOUNDS = {"n_demonstrations": AT_LEAST_ONE, "eval_fraction": FRACTION, "epochs": AT_LEAST_ONE,
+              "batch_size": AT_LEAST_ONE, "peak_lr": POSITIVE, "warmup_steps": NON_NEGATIVE,
+              "weight_decay": NON_NEGATIVE, "max_grad_norm": POSITIVE, "seed": SEED}
+
+
+def check_config(cfg: SFTConfig) -> None:
+    """Refuse settings that cannot train (NaN, 0 epochs, no demonstrations left to train on) before any work."""
+    problems = setting_problems(cfg, SFT_BOUNDS)
+    if not problems and cfg.n_demonstrations - max(1, int(cfg.n_demonstrations * cfg.eval_fraction)) < 1:
+        problems.append(f"n_demonstrations={cfg.n_demonstrations} with eval_fraction={cfg.eval_fraction} leaves no "
+                        "demonstration to train on (one at least is held out): ask for more demonstrations")
+    refuse_bad_settings("SFT", problems)
 
 
 def collate(tokenizer, examples: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
@@ -103,6 +118,7 @@ def train_sft(cfg: SFTConfig | None = None, base: str = "base", out_dir: str | P
     Returns {"out", "train_loss", "eval_loss", "eval_loss_before", "steps", "seconds"}.
     """
     cfg = cfg or SFTConfig()
+    check_config(cfg)
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_policy(base)
@@ -122,7 +138,10 @@ def train_sft(cfg: SFTConfig | None = None, base: str = "base", out_dir: str | P
             loss = batch_loss(model, collate(tokenizer, order[i:i + cfg.batch_size]))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)  # one bad batch can't wreck it
+            # one bad batch can't wreck it; a NaN one stops training before the step spreads it
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            check_finite_step("SFT", f"step {step + 1} of {total}", loss, grad_norm,
+                              advice=f"try a lower peak_lr (it is {cfg.peak_lr:g})")
             optimizer.step()
             step += 1
             running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
