@@ -97,6 +97,8 @@ def simulate_clicks(widget, population: str = "balanced", seed: int = 0, noise: 
             before = widget.position
             _click_task(widget, widget.tasks[widget.position], rng, population, noise)
             if widget.position == before:  # the widget refused the click: say so rather than loop forever
+                if widget.error is not None:  # the store refused it (read-only, busy): its own clear error
+                    raise widget.error
                 raise RuntimeError(f"the widget did not accept a click: {widget.status.value}")
     finally:
         widget.source, widget.population = saved

@@ -4,24 +4,41 @@
     w                            # a bare `w` in a cell displays it
 
 Every click is stored at once (one committed SQLite transaction, see rlhf_lessons.store), so a crashed kernel
-loses nothing. Model text is shown through html.escape: a reply containing `<script>` is shown as text.
+loses nothing. Model text is shown through html.escape: a reply containing `<script>` is shown as text, and
+bidirectional controls (U+202E and its kin, which would show a reply's text reversed) are shown as their escapes.
+A click the store cannot take (read-only, or locked by another program for longer than CLICK_BUSY_TIMEOUT) is not
+counted: the widget says so in its status line and the learner clicks again; nothing already stored is lost.
 For tests and scripts each widget exposes its controls: `w.buttons[...]`, `w.rank_buttons[i]`, `w.undo_button`,
 `w.rater_box`, and `w.html` (the request and replies), `w.progress`, `w.status`.
 """
 
 import html
+import re
 
 import ipywidgets as widgets
 
-from rlhf_lessons.store import SOURCES, PreferenceStore
+from rlhf_lessons.errors import WorkspaceError
+from rlhf_lessons.store import SOURCES, PreferenceStore, StoreBusyError
+
+CLICK_BUSY_TIMEOUT = 2  # seconds a click waits for another program's lock: a click must not hang the notebook
+BUSY_MESSAGE = ("The label store is busy (another program is writing to it); your click was not saved, "
+                "try again.")
+BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")  # embeddings, overrides and isolates
 
 BOX_STYLE = ("white-space: pre-wrap; overflow-wrap: anywhere; max-width: 60em; border: 1px solid #bbb; "
              "border-radius: 4px; padding: 6px 8px; margin: 2px 0 8px 0;")
 
 
+def visible_html(text):
+    """`text` escaped for HTML, with every bidirectional control shown as its escape (\\u202e), so that none can
+    reorder what is shown after it."""
+    return BIDI_CONTROLS.sub(lambda match: f'<code title="bidirectional control character">'
+                                           f"{ascii(match.group())[1:-1]}</code>", html.escape(text))
+
+
 def text_block(title, text):
     """A titled box of escaped text; long text wraps."""
-    return f'<div><strong>{html.escape(title)}</strong><div style="{BOX_STYLE}">{html.escape(text)}</div></div>'
+    return f'<div><strong>{html.escape(title)}</strong><div style="{BOX_STYLE}">{visible_html(text)}</div></div>'
 
 
 def check_items(items, min_replies, max_replies):
@@ -57,6 +74,7 @@ class LabelWidget:
         self.source, self.population = source, population
         self.position = 0  # index of the task on screen; == len(tasks) when all are done
         self.history = []  # (position, stored label id or None if it was a duplicate), for undo
+        self.error = None  # the store's error of the last click it refused, or None
         self.rater_box = widgets.Text(value=rater, description="Rater:", placeholder="your name")
         self.progress = widgets.HTML()
         self.html = widgets.HTML()
@@ -93,22 +111,42 @@ class LabelWidget:
             self.status.value = "Type your name in the <strong>Rater</strong> box first, then click again."
             return False
         task = self.tasks[self.position]
-        label_id = self.store.add(self.kind, task["prompt"], task["replies"], label, rater=rater, source=self.source,
-                                  population=self.population, checkpoint=task.get("checkpoint"), meta=task.get("meta"))
+        try:
+            label_id = self.store.add(self.kind, task["prompt"], task["replies"], label, rater=rater,
+                                      source=self.source, population=self.population,
+                                      checkpoint=task.get("checkpoint"), meta=task.get("meta"),
+                                      busy_timeout=CLICK_BUSY_TIMEOUT)
+        except WorkspaceError as error:
+            self.show_store_error(error)
+            return False
+        self.error = None
         self.history.append((self.position, label_id))
         self.position += 1
         note = "stored" if label_id is not None else "was already in the store"
-        self.refresh(f"Label {html.escape(describe(label))} {note} (rater: {html.escape(rater)}).")
+        self.refresh(f"Label {html.escape(describe(label))} {note} (rater: {visible_html(rater)}).")
         return True
+
+    def show_store_error(self, error):
+        """Say on screen why the store refused the click; the task stays on screen to be clicked again."""
+        self.error = error
+        message = BUSY_MESSAGE if isinstance(error, StoreBusyError) else f"Your click was not saved: {error}"
+        self.status.value = f'<span style="color: #b00020;"><strong>{visible_html(message)}</strong></span>'
 
     def undo(self):
         """Delete the last stored label and show its task again."""
         if not self.history:
             self.status.value = "Nothing to undo."
             return
-        self.position, label_id = self.history.pop()
+        position, label_id = self.history[-1]
         if label_id is not None:
-            self.store.delete(label_id)
+            try:
+                self.store.delete(label_id, busy_timeout=CLICK_BUSY_TIMEOUT)
+            except WorkspaceError as error:  # the label stays stored, and so stays in the history
+                self.show_store_error(error)
+                return
+        self.error = None
+        self.history.pop()
+        self.position = position
         self.refresh("Undone: the last label was deleted from the store." if label_id is not None else
                      "Undone (that click repeated a label already in the store, which stays there).")
 
@@ -118,7 +156,7 @@ class LabelWidget:
         if self.done:
             plural = "s" if self.stored != 1 else ""
             self.html.value = (f'<div style="font-size: 1.2em; color: #176117;"><strong>done: {self.stored} '
-                               f"label{plural} stored</strong> in {html.escape(str(self.store.path))}</div>")
+                               f"label{plural} stored</strong> in {visible_html(str(self.store.path))}</div>")
             self.controls.children = []
         else:
             self.html.value = self.task_html(self.tasks[self.position])
