@@ -382,10 +382,13 @@ def label(population: str = "balanced", n: int = 500, policy: str = "sft", seed:
     source="simulated", rater=f"sim-{population}", and, with `out`, into a JSONL file.
     Returns {"pairs", "new_in_store", "population", "agreement_with_gold", "seconds", "out"}.
     """
+    from .errors import ConfigError
     from .store import PreferenceStore
 
     if population not in gold.POPULATIONS:
         raise ValueError(f"unknown population {population!r}; choose from {sorted(gold.POPULATIONS)}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:  # 0 pairs would label nothing, and say so only late
+        raise ConfigError(f"n (the number of pairs to label) must be a whole number of at least 1, got {n!r}")
     t0 = time.time()
     policies = (policy,) if str(policy) == "base" else (policy, "base")
     pairs = sample_pairs(n, policies, seed=seed, max_new_tokens=max_new_tokens)
