@@ -34,7 +34,9 @@ def show(fig: Figure):
 
 
 class LiveCurves:
-    """Curves that grow while training runs: one panel per group of series, redrawn every `every` points.
+    """Curves that grow while training runs: one panel per group of series, at most `columns` panels a row, redrawn
+    every `every` points. Series on different scales belong in panels of their own (a panel of one series is titled
+    with its name).
 
         curves = LiveCurves([["train_loss", "eval_loss"], ["lr"]], title="SFT")
         for step ...: curves.add(step, train_loss=..., eval_loss=...)
@@ -43,8 +45,12 @@ class LiveCurves:
     Outside a notebook nothing is drawn; the series are still kept in `curves.series`.
     """
 
-    def __init__(self, panels: list[list[str]], title: str = "", every: int = 5, xlabel: str = "step"):
+    def __init__(self, panels: list[list[str]], title: str = "", every: int = 5, xlabel: str = "step",
+                 columns: int = 3):
+        if not panels or not all(panels) or columns < 1:
+            raise ValueError("panels must be a non-empty list of non-empty lists of series names, columns >= 1")
         self.panels, self.title, self.every, self.xlabel = panels, title, every, xlabel
+        self.columns = min(columns, len(panels))
         self.series: dict[str, list[tuple[float, float]]] = {name: [] for panel in panels for name in panel}
         self._handle = None
         self._calls = 0
@@ -58,16 +64,20 @@ class LiveCurves:
             self._draw()
 
     def figure(self) -> Figure:
-        fig = Figure(figsize=(4.2 * len(self.panels), 3.0))
+        rows = -(-len(self.panels) // self.columns)
+        fig = Figure(figsize=(4.2 * self.columns, 3.0 * rows))
         for i, panel in enumerate(self.panels):
-            ax = fig.add_subplot(1, len(self.panels), i + 1)
+            ax = fig.add_subplot(rows, self.columns, i + 1)
+            if len(panel) == 1:
+                ax.set_title(panel[0], fontsize=10)
             for name in panel:
                 points = self.series.get(name, [])
                 if points:
                     xs, ys = zip(*points)
                     ax.plot(xs, ys, marker="o" if len(points) < 15 else None, ms=3, label=name)
             ax.set_xlabel(self.xlabel)
-            ax.legend(fontsize=8)
+            if len(panel) > 1:
+                ax.legend(fontsize=8)
             ax.grid(alpha=0.3)
         if self.title:
             fig.suptitle(self.title)
