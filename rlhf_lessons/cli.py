@@ -20,6 +20,7 @@ from .runtime import MAX_THREADS, default_threads, set_threads
 
 MAX_SEED = 2**32 - 1  # NumPy's legacy seed takes 32 bits, and stages derive further seeds from it (seed * 1009 + ...)
 MAX_NEW_TOKENS = 64  # the longest request is 34 tokens: with 64 new tokens every one fits the 128-token context
+MAX_BEST_OF = 1024  # best-of-n samples max(n) replies per request: 16 times the default 64 is already hours
 
 
 def _emit(summary: dict) -> None:
@@ -86,6 +87,14 @@ def _output_file(text: str) -> str:
                                          f"{text.rstrip('/')}/pairs.jsonl")
     if not path.parent.is_dir():
         raise argparse.ArgumentTypeError(f"the folder {str(path.parent)!r} of {text!r} does not exist; create it first")
+    return text
+
+
+def _output_folder(text: str) -> str:
+    """An argparse type: a folder to write into (made if missing), so not an existing file."""
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder; give a folder to write into")
     return text
 
 
@@ -243,8 +252,9 @@ def _n_list(text: str) -> list[int]:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         values = []
-    if not values or min(values) < 1:
-        raise ConfigError(f"--n-list must be whole numbers >= 1 separated by commas, like 1,2,4,8 (got {text!r:.60})")
+    if not values or min(values) < 1 or max(values) > MAX_BEST_OF:
+        raise ConfigError(f"--n-list must be whole numbers from 1 to {MAX_BEST_OF} separated by commas, like 1,2,4,8 "
+                          f"(got {text!r:.60})")
     return values
 
 
@@ -300,10 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     stage("world", cmd_world, "print sampled requests of the toy world with gold-scored example replies")
     p = stage("data", cmd_data, "regenerate the shipped world files (data/world) byte for byte")
-    p.add_argument("--out", default=None, help="folder to write into (default: data/world)")
+    p.add_argument("--out", type=_output_folder, default=None, help="folder to write into (default: data/world)")
     p = stage("pretrain", cmd_pretrain, "train the tokenizer and the base model from scratch (about 6 minutes)")
-    p.add_argument("--out", default=None, help="folder to write into (default: data/base, which needs "
-                                               "--overwrite-shipped)")
+    p.add_argument("--out", type=_output_folder, default=None,
+                   help="folder to write into (default: data/base, which needs --overwrite-shipped)")
     p.add_argument("--overwrite-shipped", action="store_true", help="allow replacing the shipped base model in "
                                                                     "data/base")
     p.add_argument("--steps", type=COUNT, default=None, help="training steps, at least 1 (default: 1500)")
@@ -319,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rater population that scores (default: balanced)")
     p = stage("sft", cmd_sft, "supervised fine-tuning on the world's demonstrations")
     p.add_argument("--base", default="base", help="checkpoint to start from (default: the shipped base model)")
-    p.add_argument("--out", default=None, help="folder to write into (default: the workspace's sft)")
+    p.add_argument("--out", type=_output_folder, default=None,
+                   help="folder to write into (default: the workspace's sft)")
     p.add_argument("--epochs", type=COUNT, default=None, help="passes over the demonstrations, at least 1 "
                                                                 "(default: 5)")
     p = stage("label", cmd_label, "simulated raters of a population label pairs of sampled replies")
@@ -339,11 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_whole_number(0), default=None,
                    help="number of fresh simulated pairs (0: train on --prefs and the store's labels only)")
     p.add_argument("--init", default="sft", help="checkpoint whose backbone starts the reward model")
-    p.add_argument("--out", default=None, help="folder to write into (default: the workspace's rm)")
+    p.add_argument("--out", type=_output_folder, default=None,
+                   help="folder to write into (default: the workspace's rm)")
     p = stage("ppo", cmd_ppo, "fine-tune the policy with PPO against the reward model")
     p.add_argument("--policy", default="sft")
     p.add_argument("--reward", default="rm")
-    p.add_argument("--out", default=None, help="folder to write into (default: the workspace's ppo)")
+    p.add_argument("--out", type=_output_folder, default=None,
+                   help="folder to write into (default: the workspace's ppo)")
     leash = p.add_mutually_exclusive_group()
     leash.add_argument("--kl-coef", type=_finite_number(0.0, low_allowed=True), default=None,
                        help="a fixed KL coefficient beta, >= 0")
@@ -373,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "with a report")
     p.add_argument("--population", type=_population, default="balanced",
                    help="the simulated raters whose labels train the reward model")
-    p.add_argument("--out", default=None, help="folder for checkpoints and report (default: the workspace)")
+    p.add_argument("--out", type=_output_folder, default=None,
+                   help="folder for checkpoints and report (default: the workspace)")
     return parser
 
 
@@ -400,15 +414,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(command: str | None, err: Exception) -> int:
     """A user's mistake: one line on stderr, the JSON summary with "error" on stdout, and exit code 2."""
-    print(f"rlhf-lessons{'' if command is None else ' ' + command}: error: {_one_line(err)}", file=sys.stderr)
+    from .store import terminal_safe  # one line: newlines, ANSI escapes and bidi overrides shown as escapes
+
+    print(f"rlhf-lessons{'' if command is None else ' ' + command}: error: {terminal_safe(err)}", file=sys.stderr)
     _emit({"command": command, "error": str(err)})
     return 2
-
-
-def _one_line(err: Exception) -> str:
-    """The error's message on one line, its control characters (ANSI escapes, bidi overrides) shown as escapes."""
-    text = " ".join(str(err).splitlines())
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 if __name__ == "__main__":

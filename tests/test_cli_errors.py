@@ -143,6 +143,23 @@ def test_label_out_must_be_a_file_in_a_folder_that_exists(tmp_path, monkeypatch,
         assert says in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("stage", ["data", "pretrain", "sft", "reward", "ppo", "pipeline"])
+def test_an_output_folder_that_is_a_file_is_refused_before_training(stage, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, f"cmd_{stage}", must_not_run)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    assert cli.main([stage, "--out", str(a_file)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_best_of_n_is_bounded(monkeypatch, capsys):
+    from rlhf_lessons import overoptimization
+
+    monkeypatch.setattr(overoptimization, "bestofn_sweep", must_not_run)
+    assert cli.main(["bestofn", "--n-list", f"1,{cli.MAX_BEST_OF + 1}"]) == 2
+    assert f"from 1 to {cli.MAX_BEST_OF}" in capsys.readouterr().err
+
+
 def test_good_arguments_reach_the_stage(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(cli, "cmd_ppo", stage_returning({}, calls))
