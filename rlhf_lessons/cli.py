@@ -79,6 +79,13 @@ def _population(text: str) -> str:
     return text
 
 
+def _ppo_reward(text: str) -> str:
+    """An argparse type: a reward model checkpoint, or `gold` / `gold:POPULATION` with a population that exists."""
+    if text.startswith("gold:"):
+        _population(text.partition(":")[2])
+    return text
+
+
 def _output_file(text: str) -> str:
     """An argparse type: a file to write, in a folder that exists, and not itself a folder."""
     path = Path(text).expanduser()
@@ -354,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder to write into (default: the workspace's rm)")
     p = stage("ppo", cmd_ppo, "fine-tune the policy with PPO against the reward model")
     p.add_argument("--policy", default="sft")
-    p.add_argument("--reward", default="rm")
+    p.add_argument("--reward", type=_ppo_reward, default="rm",
+                   help="reward model checkpoint (default: the workspace's rm), or gold / gold:POPULATION")
     p.add_argument("--out", type=_output_folder, default=None,
                    help="folder to write into (default: the workspace's ppo)")
     leash = p.add_mutually_exclusive_group()
