@@ -235,7 +235,10 @@ def cmd_feedback(args) -> dict:
 
 def cmd_reward(args) -> dict:
     from .reward import run_reward_stage
+    from .store import read_label_file
 
+    for path in args.prefs or ():  # a bad file fails now, not after minutes of building and sampling
+        read_label_file(path)
     return run_reward_stage(prefs=args.prefs, population=args.population, n=args.n, init=args.init, out=args.out,
                             seed=args.seed)
 

@@ -153,6 +153,17 @@ def test_an_output_folder_that_is_a_file_is_refused_before_training(stage, tmp_p
     assert "is a file, not a folder" in capsys.readouterr().err
 
 
+def test_reward_prefs_files_are_checked_before_any_work(tmp_path, monkeypatch, capsys):
+    from rlhf_lessons import reward
+
+    monkeypatch.setattr(reward, "run_reward_stage", must_not_run)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "Hello!", "chosen": 3}\n')
+    for path in (bad, tmp_path / "missing.jsonl"):
+        assert cli.main(["reward", "--prefs", str(path)]) == 2
+        assert path.name in capsys.readouterr().err
+
+
 def test_best_of_n_is_bounded(monkeypatch, capsys):
     from rlhf_lessons import overoptimization
 
