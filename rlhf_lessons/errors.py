@@ -26,3 +26,7 @@ class TrainingDiverged(CourseError):
 
 class WorkspaceError(CourseError):
     """The workspace or the label store cannot be read or written (permissions, a lock, a wrong path)."""
+
+
+class CheckpointMissing(CheckpointError, FileNotFoundError):
+    """No checkpoint where one was asked for; also a FileNotFoundError, as a missing file always was."""

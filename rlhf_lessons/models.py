@@ -14,13 +14,14 @@ import uuid
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
 hf_logging.disable_progress_bar()  # loading a 4 MB checkpoint needs no progress bar; lessons show their own
 
-from .errors import CheckpointError, TrainingDiverged, WorkspaceError
+from .errors import CheckpointError, CheckpointMissing, TrainingDiverged, WorkspaceError
 from .workspace import BASE_MODEL_DIR, STAGE_NAMES, stage_dir
 
 EOS = "<|endoftext|>"
@@ -100,34 +101,194 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
         path = Path(name).expanduser()
     if not (path / "config.json").exists():
         hint = BUILD_HINT.get(name, "pass a folder written by save_pretrained, or one of: base, sft, rm, ppo")
-        raise FileNotFoundError(f"no checkpoint at {path}: {hint}")
+        raise CheckpointMissing(f"no checkpoint at {path}: {hint}")
     return path
 
 
-def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerFast:
+# ----- checkpoints checked on load -----
+# transformers loads whatever it is given: another architecture, or a folder whose weights do not fit its config,
+# comes back as a model with random weights and a warning. These checks refuse such folders with a message instead,
+# reading only the small files (config, manifest, the weights' header) before any weights are loaded.
+
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+# The two kinds of course checkpoint, told apart by the class save_pretrained records in config.json,
+# or, in a config without one, by the manifest's stage.
+KIND_OF_ARCHITECTURE = {"GPT2LMHeadModel": "policy", "GPT2ForSequenceClassification": "reward"}
+KIND_OF_STAGE = {"pretrain": "policy", "sft": "policy", "ppo": "policy", "rm": "reward"}
+KIND_NAMES = {"policy": "a policy (GPT2LMHeadModel)", "reward": "a reward model (GPT2ForSequenceClassification)"}
+KIND_HINTS = {"policy": "pass a policy checkpoint: base, sft, ppo, or a folder saved from one",
+              "reward": "pass a reward model checkpoint: rm, or a folder saved by `rlhf-lessons reward`"}
+REPAIR_HINT = "save the checkpoint again (rerun the stage that made it) or restore the folder from a good copy"
+
+
+def read_checkpoint_json(file: Path) -> dict:
+    """One of a checkpoint's JSON files as a dict; a damaged one is a CheckpointError naming the file."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{file} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}): "
+                              f"{REPAIR_HINT}.") from err
+    except (OSError, UnicodeDecodeError, RecursionError) as err:
+        raise CheckpointError(f"{file} cannot be read ({err}): {REPAIR_HINT}.") from err
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{file} holds a JSON {type(data).__name__}, not an object: {REPAIR_HINT}.")
+    return data
+
+
+def read_manifest(name_or_path: str | Path) -> dict:
+    """The checkpoint's manifest.json (how it was made), or {} for a folder saved without one."""
+    path = resolve_checkpoint(name_or_path) / "manifest.json"
+    return read_checkpoint_json(path) if path.exists() else {}
+
+
+def checkpoint_kind(config: dict, manifest: dict) -> str | None:
+    """"policy", "reward", or None when neither config.json nor the manifest says."""
+    for architecture in config.get("architectures") or []:
+        if architecture in KIND_OF_ARCHITECTURE:
+            return KIND_OF_ARCHITECTURE[architecture]
+    return KIND_OF_STAGE.get(manifest.get("stage"))
+
+
+def check_architecture(path: Path, config: dict, manifest: dict, expect: str | None) -> None:
+    """Refuse a folder that is not a course GPT-2, or is the other kind of course model than `expect`."""
+    wanted = KIND_NAMES[expect] if expect else "a GPT-2 checkpoint made by this course"
+    if config.get("model_type") != "gpt2":
+        architectures = ", ".join(map(str, config.get("architectures") or [])) or "no architecture recorded"
+        raise CheckpointError(f"{path} holds a {config.get('model_type', 'unknown')!s} model ({architectures}), "
+                              f"but {wanted} was expected: {KIND_HINTS.get(expect, KIND_HINTS['policy'])}.")
+    kind = checkpoint_kind(config, manifest)
+    if expect and kind and kind != expect:
+        stage = f", stage {manifest['stage']!r}" if "stage" in manifest else ""
+        raise CheckpointError(f"{path} is not {wanted}: it holds {KIND_NAMES[kind]}{stage}. {KIND_HINTS[expect]}.")
+
+
+def check_weights_file(path: Path, config: dict) -> None:
+    """The weights must be a complete model.safetensors; a pickle (pytorch_model.bin) is never opened."""
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        if (path / "pytorch_model.bin").exists():
+            architecture = (config.get("architectures") or ["AutoModel"])[0]
+            raise CheckpointError(
+                f"{path} has only pytorch_model.bin, a pickle file that can run code when it is opened, so the "
+                f"course does not load it. If you trust its source, convert it once with transformers: "
+                f"`{architecture}.from_pretrained(folder, use_safetensors=False).save_pretrained(folder)` writes "
+                f"{WEIGHTS_FILE} beside it.")
+        raise CheckpointError(f"{path} has no {WEIGHTS_FILE}: {REPAIR_HINT}.")
+    try:
+        with safe_open(weights, framework="pt"):  # reads and checks the header only: cheap for any size
+            pass
+    except SafetensorError as err:
+        raise CheckpointError(f"{weights} is empty or cut off ({err}): the save was interrupted or the file was "
+                              f"damaged; {REPAIR_HINT}.") from err
+
+
+def check_tokenizer_files(path: Path) -> None:
+    """Every course checkpoint keeps its tokenizer beside the model: token ids mean nothing without it."""
+    if not (path / TOKENIZER_FILE).is_file():
+        raise CheckpointError(f"{path} has no tokenizer files ({TOKENIZER_FILE} is missing): save the tokenizer "
+                              "the model was trained with into the same folder (tokenizer.save_pretrained(folder)).")
+
+
+def check_checkpoint_folder(name_or_path: str | Path, expect: str | None = None) -> Path:
+    """Every check that needs only the folder's files, run before anything is loaded. -> the checkpoint folder.
+
+    expect: "policy", "reward", or None for either kind (when only the tokenizer is wanted).
+    """
     path = resolve_checkpoint(name_or_path)
+    config = read_checkpoint_json(path / "config.json")
+    check_architecture(path, config, read_manifest(path), expect)
+    check_weights_file(path, config)
+    check_tokenizer_files(path)
+    return path
+
+
+def check_tokenizer_fingerprint(path: Path, tokenizer) -> None:
+    """The tokenizer files must be the ones the model was saved with (the manifest records their fingerprint)."""
+    recorded = read_manifest(path).get("tokenizer")
+    found = tokenizer_fingerprint(tokenizer)
+    if recorded is not None and found != recorded:
+        raise CheckpointError(f"the tokenizer files in {path} (fingerprint {found}) are not the ones its model "
+                              f"was saved with (manifest.json records {recorded}): the two come from different "
+                              "tokenizers, so token ids would mean other words. Restore the tokenizer files saved "
+                              "with this model.")
+
+
+def _checked_tokenizer(path: Path) -> PreTrainedTokenizerFast:
+    """The tokenizer of a checked checkpoint folder, refused if it is not the model's or has no separate pad."""
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        raise ValueError(f"the tokenizer in {path} has no pad token distinct from EOS; the course needs one to find "
-                         "the last real token of a reply. Use a checkpoint made by this course.")
+        raise CheckpointError(f"the tokenizer in {path} has no pad token distinct from EOS; the course needs one to "
+                              "find the last real token of a reply. Use a checkpoint made by this course.")
+    check_tokenizer_fingerprint(path, tokenizer)
     return tokenizer
+
+
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerFast:
+    return _checked_tokenizer(check_checkpoint_folder(name_or_path))
+
+
+def check_loading_info(path: Path, info: dict, new_keys: frozenset[str] = frozenset()) -> None:
+    """Refuse weights that do not fit the architecture: transformers would fill the gaps with random numbers."""
+    problems = {"missing": sorted(set(info["missing_keys"]) - new_keys),
+                "unexpected": sorted(info["unexpected_keys"]),
+                "of the wrong shape": sorted(str(key) for key in info["mismatched_keys"])}
+    found = [f"{len(keys)} {what} (such as {keys[0]})" for what, keys in problems.items() if keys]
+    if found or info["error_msgs"]:
+        details = "; ".join(found + list(map(str, info["error_msgs"])))
+        raise CheckpointError(f"the weights in {path} do not fit its config.json ({details}): they were saved from "
+                              f"another architecture or the config was edited; {REPAIR_HINT}.")
+
+
+def check_finite_weights(model, path: Path) -> None:
+    """Refuse NaN or infinite weights (a diverged run saved before this check existed, or an edited file)."""
+    bad = [name for name, weight in model.named_parameters()  # one pass; tied weights are listed once
+           if weight.is_floating_point() and not torch.isfinite(weight).all()]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise CheckpointError(f"{path} holds weights that are not finite numbers (NaN or infinity in {bad[0]}{more}): "
+                              "its training diverged or the file was edited. Train it again (try a smaller "
+                              "learning rate) or restore a good copy.")
+
+
+def load_checkpoint(name_or_path: str | Path, expect: str, model_class, new_keys: frozenset[str] = frozenset(),
+                    **config_overrides):
+    """Load a checked checkpoint as `model_class`, on the CPU: (model, tokenizer, folder).
+
+    new_keys: weights the caller means to initialise itself (a new reward head); any other weight that is missing,
+    unused or of the wrong shape is refused, as are non-finite weights and a model that does not fit its tokenizer.
+    """
+    path = check_checkpoint_folder(name_or_path, expect)
+    tokenizer = _checked_tokenizer(path)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a mismatch is reported below as an error, not as transformers' warning
+    try:
+        model, info = model_class.from_pretrained(path, use_safetensors=True, output_loading_info=True,
+                                                  **config_overrides)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    check_loading_info(path, info, new_keys)
+    check_finite_weights(model, path)
+    check_model_matches_tokenizer(model, tokenizer, f" in {path}")
+    return model, tokenizer, path
 
 
 def check_model_matches_tokenizer(model, tokenizer, where: str = "") -> None:
     """Refuse a model whose embedding table does not fit the tokenizer (a checkpoint from another tokenizer)."""
     n_model = model.config.vocab_size
     if n_model != len(tokenizer) or model.config.pad_token_id not in (None, tokenizer.pad_token_id):
-        raise ValueError(f"model{where} has vocab_size={n_model} and pad id {model.config.pad_token_id}, but its "
-                         f"tokenizer has {len(tokenizer)} tokens and pad id {tokenizer.pad_token_id}: they come from "
-                         "different tokenizers. Load the model together with the tokenizer saved beside it.")
+        raise CheckpointError(f"model{where} has vocab_size={n_model} and pad id {model.config.pad_token_id}, but "
+                              f"its tokenizer has {len(tokenizer)} tokens and pad id {tokenizer.pad_token_id}: they "
+                              "come from different tokenizers. Load the model together with the tokenizer saved "
+                              "beside it.")
 
 
 def check_same_tokenizer(tokenizer_a, tokenizer_b, names: str = "the two models") -> None:
     """Two models that exchange token ids (policy and reward model, policy and reference) must share a tokenizer."""
     if tokenizer_fingerprint(tokenizer_a) != tokenizer_fingerprint(tokenizer_b):
-        raise ValueError(f"{names} use different tokenizers, so token ids mean different things to them. "
-                         "Train the reward model from the same SFT checkpoint as the policy (rlhf-lessons reward "
-                         "--init sft).")
+        raise CheckpointError(f"{names} use different tokenizers, so token ids mean different things to them. "
+                              "Train the reward model from the same SFT checkpoint as the policy (rlhf-lessons "
+                              "reward --init sft).")
 
 
 def load_policy(name_or_path: str | Path = "base", device: str | torch.device | None = None):
@@ -138,17 +299,9 @@ def load_policy(name_or_path: str | Path = "base", device: str | torch.device | 
     from .runtime import pick_device
 
     device = device or pick_device()
-    path = resolve_checkpoint(name_or_path)
-    tokenizer = load_tokenizer(path)
-    model = GPT2LMHeadModel.from_pretrained(path, use_safetensors=True).to(device)
-    check_model_matches_tokenizer(model, tokenizer, f" in {path}")
-    model.eval()
+    model, tokenizer, _ = load_checkpoint(name_or_path, "policy", GPT2LMHeadModel)
+    model.to(device).eval()
     return model, tokenizer
-
-
-def read_manifest(name_or_path: str | Path) -> dict:
-    path = resolve_checkpoint(name_or_path) / "manifest.json"
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def save_checkpoint(model, tokenizer, out_dir: str | Path, manifest: dict,

@@ -48,8 +48,8 @@ from transformers import DynamicCache, GPT2ForSequenceClassification
 from . import gold, world
 from .config_checks import (AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, SEED, Bounds, refuse_bad_settings,
                             setting_problems)
-from .models import (check_model_matches_tokenizer, check_same_tokenizer, encode_example, load_tokenizer,
-                     resolve_checkpoint, save_checkpoint)
+from .errors import CheckpointError
+from .models import check_same_tokenizer, encode_example, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .optim import check_finite_step, lr_at, make_adamw, set_lr
 from .runtime import pick_device, progress_bar
 from .sampling import pad_sequences, positions
@@ -173,19 +173,10 @@ def init_reward_head(rm: GPT2ForSequenceClassification, seed: int = 0) -> None:
 
 def reward_model_from(init: str | Path = "sft", seed: int = 0, device="cpu"):
     """A fresh reward model: the transformer of checkpoint `init` plus a new scalar head. -> (rm, tokenizer)."""
-    from transformers.utils import logging as hf_logging
-
-    path = resolve_checkpoint(init)
-    tokenizer = load_tokenizer(path)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the LM head is dropped and the score head is new: expected, not news
-    try:
-        rm = GPT2ForSequenceClassification.from_pretrained(
-            path, num_labels=1, pad_token_id=tokenizer.pad_token_id, use_safetensors=True,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0)  # dropout off everywhere
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    check_model_matches_tokenizer(rm, tokenizer, f" in {path}")
+    rm, tokenizer, _ = load_checkpoint(
+        init, "policy", GPT2ForSequenceClassification, new_keys=frozenset({"score.weight"}),  # the head is new
+        num_labels=1, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0)  # dropout off
+    rm.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last token before the padding
     init_reward_head(rm, seed)
     rm.config.reward_gain, rm.config.reward_bias = 1.0, 0.0  # set by normalize_reward_model after training
     rm.config.reward_init = str(init)
@@ -322,16 +313,13 @@ def load_reward_model(path_or_name: str | Path = "rm", policy_tokenizer=None, de
     With `policy_tokenizer`, refuse a reward model whose tokenizer differs from the policy's: token ids would
     mean different things to the two models.
     """
-    path = resolve_checkpoint(path_or_name)
-    tokenizer = load_tokenizer(path)
-    rm = GPT2ForSequenceClassification.from_pretrained(path, use_safetensors=True).to(device)
+    rm, tokenizer, path = load_checkpoint(path_or_name, "reward", GPT2ForSequenceClassification)
     if rm.config.num_labels != 1:
-        raise ValueError(f"{path} is not a reward model (num_labels={rm.config.num_labels}, expected 1): train one "
-                         "with `rlhf-lessons reward`")
-    check_model_matches_tokenizer(rm, tokenizer, f" in {path}")
+        raise CheckpointError(f"{path} is not a reward model (num_labels={rm.config.num_labels}, expected 1): train "
+                              "one with `rlhf-lessons reward`")
     if policy_tokenizer is not None:
         check_reward_model_tokenizer(tokenizer, policy_tokenizer)
-    rm.eval()
+    rm.to(device).eval()
     return rm, tokenizer
 
 
