@@ -149,7 +149,8 @@ def cmd_pretrain(args) -> dict:
     from .workspace import BASE_MODEL_DIR
 
     out = Path(args.out).expanduser() if args.out else BASE_MODEL_DIR
-    shipped = out.resolve() == BASE_MODEL_DIR.resolve()
+    # Only a shipped model that is there can be lost: rebuilding a missing data/base needs no flag.
+    shipped = out.resolve() == BASE_MODEL_DIR.resolve() and out.is_dir() and any(out.iterdir())
     if shipped and not args.overwrite_shipped:  # checked before minutes of data preparation and training
         raise ConfigError(f"pretrain would overwrite the shipped base model in {BASE_MODEL_DIR}: pass --out FOLDER to "
                           "train a new one elsewhere, or --overwrite-shipped to replace the shipped one")

@@ -236,6 +236,16 @@ def test_pretrain_refuses_to_overwrite_the_shipped_base_model_without_the_flag(t
     assert shipped_out == BASE_MODEL_DIR and command.endswith("pretrain --overwrite-shipped")
 
 
+def test_pretrain_rebuilds_a_missing_shipped_base_model_without_the_flag(tmp_path, monkeypatch):
+    from rlhf_lessons import pretrain, workspace
+
+    runs = []
+    monkeypatch.setattr(pretrain, "pretrain", lambda cfg, out, command: runs.append((out, command)) or {})
+    monkeypatch.setattr(workspace, "BASE_MODEL_DIR", tmp_path / "data" / "base")  # deleted, as BUILD_HINT supposes
+    assert cli.main(["pretrain"]) == 0
+    assert runs[0][0] == tmp_path / "data" / "base" and not runs[0][1].endswith("--overwrite-shipped")
+
+
 # Counts bounded by what exists, checked before any model is loaded or trained.
 
 def test_evaluate_n_is_bounded_by_the_split_size(monkeypatch, capsys):
