@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -188,6 +189,9 @@ def check_tokenizer_files(path: Path) -> None:
     if not (path / TOKENIZER_FILE).is_file():
         raise CheckpointError(f"{path} has no tokenizer files ({TOKENIZER_FILE} is missing): save the tokenizer "
                               "the model was trained with into the same folder (tokenizer.save_pretrained(folder)).")
+    for name in (TOKENIZER_FILE, "tokenizer_config.json"):  # a cut-off file would fail deep inside `tokenizers`
+        if (path / name).exists():
+            read_checkpoint_json(path / name)
 
 
 def check_checkpoint_folder(name_or_path: str | Path, expect: str | None = None) -> Path:
@@ -232,7 +236,8 @@ def check_loading_info(path: Path, info: dict, new_keys: frozenset[str] = frozen
     """Refuse weights that do not fit the architecture: transformers would fill the gaps with random numbers."""
     problems = {"missing": sorted(set(info["missing_keys"]) - new_keys),
                 "unexpected": sorted(info["unexpected_keys"]),
-                "of the wrong shape": sorted(str(key) for key in info["mismatched_keys"])}
+                "of the wrong shape": sorted(f"{key}: {list(saved)} in the file, {list(wanted)} by the config"
+                                             for key, saved, wanted in info["mismatched_keys"])}
     found = [f"{len(keys)} {what} (such as {keys[0]})" for what, keys in problems.items() if keys]
     if found or info["error_msgs"]:
         details = "; ".join(found + list(map(str, info["error_msgs"])))
@@ -264,7 +269,12 @@ def load_checkpoint(name_or_path: str | Path, expect: str, model_class, new_keys
     hf_logging.set_verbosity_error()  # a mismatch is reported below as an error, not as transformers' warning
     try:
         model, info = model_class.from_pretrained(path, use_safetensors=True, output_loading_info=True,
+                                                  ignore_mismatched_sizes=True,  # listed in info, refused below
                                                   **config_overrides)
+    except (ValueError, TypeError, StrictDataclassError) as err:  # an edited config.json: n_head 3, n_layer "two"
+        reason = " ".join(line.strip() for line in str(err).splitlines())
+        raise CheckpointError(f"transformers cannot build the model in {path} from its config.json and weights "
+                              f"({reason}): {REPAIR_HINT}.") from err
     finally:
         hf_logging.set_verbosity(verbosity)
     check_loading_info(path, info, new_keys)

@@ -104,6 +104,17 @@ def test_weights_that_do_not_fit_the_config_are_refused_not_filled_with_random_n
         models.load_policy(policy_dir)
 
 
+@pytest.mark.parametrize("edit, problem", [
+    ({"n_embd": 64}, r"16 of the wrong shape \(such as transformer.h.0.attn.c_attn.bias: \[96\] in the file, "
+                     r"\[192\] by the config\)"),
+    ({"n_head": 3}, r"cannot build the model .*must be divisible by num_heads"),
+    ({"n_layer": "two"}, r"cannot build the model .*Field 'n_layer' expected int")])
+def test_a_config_edited_into_nonsense_is_refused(policy_dir, edit, problem):
+    _edit_json(policy_dir / "config.json", lambda config: config.update(edit))
+    with pytest.raises(CheckpointError, match=problem):
+        models.load_policy(policy_dir)
+
+
 def test_weights_left_unused_are_refused(policy_dir, reward_dir):
     (policy_dir / "model.safetensors").write_bytes((reward_dir / "model.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match=r"1 unexpected \(such as score.weight\)"):
@@ -173,6 +184,14 @@ def test_a_broken_manifest_names_the_file(policy_dir):
     (policy_dir / "manifest.json").write_text("{\"stage\": ")
     with pytest.raises(CheckpointError, match="manifest.json is not valid JSON"):
         models.load_policy(policy_dir)
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json"])
+def test_a_cut_off_tokenizer_file_names_the_file(policy_dir, name):
+    file = policy_dir / name
+    file.write_text(file.read_text()[:50])
+    with pytest.raises(CheckpointError, match=rf"{name} is not valid JSON"):
+        models.load_tokenizer(policy_dir)
 
 
 def test_a_checkpoint_without_tokenizer_files_says_they_are_missing(policy_dir):
