@@ -245,10 +245,19 @@ def check_loading_info(path: Path, info: dict, new_keys: frozenset[str] = frozen
                               f"another architecture or the config was edited; {REPAIR_HINT}.")
 
 
+def non_finite_weights(model) -> dict[str, int]:
+    """{parameter name: how many of its numbers are NaN or infinite}, for the parameters that have any.
+
+    One pass over the parameters (tied weights are listed once); used before saving and after loading.
+    """
+    counts = {name: int((~torch.isfinite(weight)).sum()) for name, weight in model.named_parameters()
+              if weight.is_floating_point()}
+    return {name: n for name, n in counts.items() if n}
+
+
 def check_finite_weights(model, path: Path) -> None:
     """Refuse NaN or infinite weights (a diverged run saved before this check existed, or an edited file)."""
-    bad = [name for name, weight in model.named_parameters()  # one pass; tied weights are listed once
-           if weight.is_floating_point() and not torch.isfinite(weight).all()]
+    bad = list(non_finite_weights(model))
     if bad:
         more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
         raise CheckpointError(f"{path} holds weights that are not finite numbers (NaN or infinity in {bad[0]}{more}): "
@@ -350,7 +359,7 @@ def save_checkpoint(model, tokenizer, out_dir: str | Path, manifest: dict,
 
 def refuse_non_finite(model, out: Path, stage: str) -> None:
     """A NaN or infinite weight means training diverged: such a model must never replace a good checkpoint."""
-    bad = sum(int((~torch.isfinite(p)).sum()) for p in model.parameters() if p.is_floating_point())
+    bad = sum(non_finite_weights(model).values())
     if bad:
         raise TrainingDiverged(f"refusing to save the {stage} model to {out}: {bad} of its weights are NaN or "
                                "infinite (training diverged). Nothing was written; try a lower learning rate.")
