@@ -48,7 +48,7 @@ from transformers import DynamicCache, GPT2ForSequenceClassification
 from . import gold, world
 from .config_checks import (AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, SEED, Bounds, refuse_bad_settings,
                             setting_problems)
-from .errors import CheckpointError
+from .errors import CheckpointError, CourseError
 from .models import check_same_tokenizer, encode_example, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .optim import check_finite_step, lr_at, make_adamw, set_lr
 from .runtime import pick_device, progress_bar
@@ -491,7 +491,7 @@ def train_reward(cfg: RewardConfig, pairs: list[dict], init: str | Path = "sft",
     Returns {"model", "tokenizer", "train_loss", "train_accuracy", "steps", "seconds", ...evaluate_on_labels...}.
     """
     if not pairs:
-        raise ValueError("no preference pairs to train on: label some (lesson 03, or `rlhf-lessons label`)")
+        raise CourseError("no preference pairs to train on: label some (lesson 03, or `rlhf-lessons label`)")
     check_config(cfg)
     t0 = time.time()
     torch.manual_seed(cfg.seed)
