@@ -86,6 +86,15 @@ def _ppo_reward(text: str) -> str:
     return text
 
 
+def _reward_init(text: str) -> str:
+    """An argparse type: the reward model's starting checkpoint, any but `base`, since the fresh labels compare the
+    init policy's replies with the base model's and need two different models."""
+    if text == "base":
+        raise argparse.ArgumentTypeError("the fresh labels compare replies of --init and of the base model, so --init "
+                                         "cannot be base: use sft (the default) or another checkpoint")
+    return text
+
+
 def _output_file(text: str) -> str:
     """An argparse type: a file to write, in a folder that exists, and not itself a folder."""
     path = Path(text).expanduser()
@@ -360,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="population of the fresh simulated labels")
     p.add_argument("--n", type=_whole_number(0), default=None,
                    help="number of fresh simulated pairs (0: train on --prefs and the store's labels only)")
-    p.add_argument("--init", default="sft", help="checkpoint whose backbone starts the reward model")
+    p.add_argument("--init", type=_reward_init, default="sft",
+                   help="checkpoint whose backbone starts the reward model (not base)")
     p.add_argument("--out", type=_output_folder, default=None,
                    help="folder to write into (default: the workspace's rm)")
     p = stage("ppo", cmd_ppo, "fine-tune the policy with PPO against the reward model")

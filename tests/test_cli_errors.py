@@ -122,6 +122,7 @@ BAD_ARGUMENTS = [
     (["ppo", "--reward", "gold:everyone"], "population"),
     (["reward", "--n", "-1"], "--n"),
     (["reward", "--population", "everyone"], "population"),
+    (["reward", "--init", "base"], "--init"),
     (["pipeline", "--population", "everyone"], "population"),
 ]
 
@@ -286,3 +287,13 @@ def test_label_builds_a_missing_sft_model_first(monkeypatch, capsys):
     events.clear()
     assert cli.main(["label", "--n", "3", "--policy", "base"]) == 0
     assert events == [("label", "base")]
+
+
+def test_a_reward_stage_with_no_pairs_to_train_on_is_a_user_error_not_a_traceback(monkeypatch, capsys):
+    from rlhf_lessons import reward
+
+    def stage_with_nothing_to_train(**kwargs):  # what `reward --n 0` on an empty store comes to, without sampling
+        return reward.train_reward(reward.RewardConfig(), pairs=[])
+    monkeypatch.setattr(reward, "run_reward_stage", stage_with_nothing_to_train)
+    assert cli.main(["reward", "--n", "0"]) == 2
+    assert "no preference pairs to train on" in capsys.readouterr().err
