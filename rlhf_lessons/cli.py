@@ -219,7 +219,7 @@ def cmd_label(args) -> dict:
 
 def cmd_feedback(args) -> dict:
     from . import gold
-    from .store import PreferenceStore
+    from .store import PreferenceStore, terminal_safe
 
     store = PreferenceStore(args.store)
     if args.action == "import":
@@ -236,8 +236,8 @@ def cmd_feedback(args) -> dict:
     with_populations = {rater: {p: gold.agreement_with_population(pairs, p)["agreement"] for p in gold.POPULATIONS}
                         for rater, pairs in pairs_by_rater.items()}
     between = {f"{a} ~ {b}": store.agreement(a, b) for i, a in enumerate(raters) for b in raters[i + 1:]}
-    for rater, row in with_populations.items():
-        print(f"{rater:24s} pairs {len(pairs_by_rater[rater]):5d}  agreement with "
+    for rater, row in with_populations.items():  # a rater's name comes from a file: no escape codes to the terminal
+        print(f"{terminal_safe(rater):24s} pairs {len(pairs_by_rater[rater]):5d}  agreement with "
               + "  ".join(f"{p} {v if v is None else f'{v:.2f}'}" for p, v in row.items()), file=sys.stderr)
     return {"action": "stats", "store": str(store.path), **stats, "agreement_with_populations": with_populations,
             "agreement_between_raters": {k: v for k, v in between.items() if v["shared"]}}
