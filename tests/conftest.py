@@ -39,6 +39,13 @@ def tiny_model(base_tokenizer):
 SHARED_RUNS = os.environ.get("RLHF_LESSONS_SHARED_RUNS")
 
 
+def _paths_as_text(value):
+    """JSON for a Path; anything else that JSON cannot hold is an error, not silently turned into its repr."""
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"a shared build must be JSON (and paths); a {type(value).__name__} cannot be shared")
+
+
 def _build_once(name: str, build, tmp_path_factory) -> dict:
     """build(folder) -> a JSON-able summary, run once even when two test processes ask for it.
 
@@ -46,7 +53,7 @@ def _build_once(name: str, build, tmp_path_factory) -> dict:
     builds while holding a lock, and the other waits for it and reads the summary instead of building again.
     Without it, every test session builds its own in a temporary folder."""
     if not SHARED_RUNS:  # read back through JSON all the same, so both ways give the same types
-        return json.loads(json.dumps(build(tmp_path_factory.mktemp(name)), default=str))
+        return json.loads(json.dumps(build(tmp_path_factory.mktemp(name)), default=_paths_as_text))
     import fcntl
 
     root = Path(SHARED_RUNS)
@@ -59,7 +66,7 @@ def _build_once(name: str, build, tmp_path_factory) -> dict:
         shutil.rmtree(folder, ignore_errors=True)  # what a build that died half way left
         summary = build(folder)
         partial = summary_file.with_suffix(".partial")
-        partial.write_text(json.dumps(summary, default=str))
+        partial.write_text(json.dumps(summary, default=_paths_as_text))
         partial.replace(summary_file)  # the summary appears whole or not at all
         return json.loads(summary_file.read_text())
 

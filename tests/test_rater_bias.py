@@ -9,6 +9,7 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from rlhf_lessons import gold, labeling, rater_bias, world
+from rlhf_lessons.evaluate import YARDSTICK_KEYS
 from rlhf_lessons.models import load_tokenizer, save_checkpoint, tiny_config
 from rlhf_lessons.ppo import PPOConfig
 from rlhf_lessons.reward import RewardConfig
@@ -154,15 +155,17 @@ def test_plots_of_the_sweeps():
 def defaults(default_run, build_once):
     """The session's default SFT -> reward model -> PPO run (conftest's default_run) is the balanced pipeline; one
     label pool sampled from its SFT is shared by the other rater pools, so each costs one reward model and one PPO
-    run. Built once (conftest.build_once), also when make test's two slow streams both need it."""
+    run. The pool holds world.Request objects, so each test process samples it (seeded: the same pool, in under a
+    minute); the balanced figures and each pool's run are built once (conftest.build_once), also when make test's
+    two slow streams both need them."""
     sft = default_run["root"] / "sft"
+    pool = rater_bias.label_pool(sft, seed=0, progress=False)
+    def measure_balanced(folder):
+        figures = rater_bias.measure_policy(default_run["root"] / "ppo", against=sft)
+        return {"name": "balanced", **{key: figures[key] for key in YARDSTICK_KEYS}}
 
-    def build(folder):
-        pool = rater_bias.label_pool(sft, seed=0, progress=False)
-        balanced = {"name": "balanced", **rater_bias.measure_policy(default_run["root"] / "ppo", against=sft)}
-        return {"pool": pool, "balanced": balanced}
-
-    return {"sft": sft, **build_once("bias_pool", build), "build_once": build_once}
+    balanced = build_once("bias_balanced", measure_balanced)
+    return {"sft": sft, "pool": pool, "balanced": balanced, "build_once": build_once}
 
 
 def run_pool(defaults, raters):
