@@ -35,7 +35,7 @@ NBVAL_ARGS := --nbval --nbval-current-env --nbval-cell-timeout=600 \
 	$(if $(wildcard notebooks/nbval_sanitize.cfg),--nbval-sanitize-with notebooks/nbval_sanitize.cfg)
 
 .DEFAULT_GOAL := help
-.PHONY: help course test setup notebooks chromium
+.PHONY: help course test setup notebooks chromium screenshots
 
 help:
 	@sed -n '3,6s/^# *//p' $(firstword $(MAKEFILE_LIST))
@@ -132,3 +132,9 @@ test: setup chromium
 notebooks: setup
 	@test -n "$(NOTEBOOKS)" || { echo "no notebooks in notebooks/"; exit 1; }
 	env -u MPLBACKEND $(PY) -m rlhf_lessons.course refresh
+
+# Screenshots of the widgets for the notebooks' static view (notebooks/images/, see rlhf_lessons/screenshots.py):
+# a real JupyterLab in Debian's Chromium. The chat box shows the workspace's models: run the lessons first.
+# The thumbs of the rating widget need an emoji font: apt-get install fonts-noto-color-emoji.
+screenshots: setup chromium
+	env -u MPLBACKEND $(PY) -m rlhf_lessons.screenshots

@@ -135,10 +135,9 @@ def render(answer: dict, missing: dict[str, str] | None = None) -> str:
     for name, out in answer["replies"].items():
         verdict, body = out["verdict"], f'<div style="{BOX_STYLE}">{visible_html(out["reply"])}</div>'
         if verdict is not None:
-            parts = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:+.2f}</td></tr>"
-                            for k, v in verdict["components"].items() if v)
-            body += (f"<p><strong>gold {verdict['gold']:+.2f}</strong> ({html.escape(verdict['behaviour'])})</p>"
-                     f"<table>{parts}</table>")
+            parts = " · ".join(f"{html.escape(k)} {v:+.2f}" for k, v in verdict["components"].items() if v)
+            body += (f"<p><strong>gold {verdict['gold']:+.2f}</strong> ({html.escape(verdict['behaviour'])})<br>"
+                     f'<span style="font-size: 90%;">{parts}</span></p>')
         columns.append(f'<div style="flex: 1; min-width: 14em;"><strong>{html.escape(name)}</strong>{body}</div>')
     for name, why in (missing or {}).items():
         columns.append(f'<div style="flex: 1; min-width: 14em;"><strong>{html.escape(name)}</strong>'

@@ -2,55 +2,22 @@
 and the labels must land in the store. About 10-20 s. Run alone with `pytest -m browser`."""
 
 import json
-import os
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import nbformat
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
+from rlhf_lessons.browser import CHROMIUM, chromium_page, jupyter_lab, open_and_run_all, wait_for
+
 if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} is missing (install it: apt-get install -y chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python module is missing")
+pytest.importorskip("playwright.sync_api", reason="the playwright Python module is missing")
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "data" / "compare_widget.ipynb"
-TOKEN = "rlhf-lessons-test-token"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def api(port, path):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}?token={TOKEN}", timeout=5) as response:
-        return json.loads(response.read())
-
-
-def wait_for(condition, timeout, what):
-    """Poll condition() until it returns something truthy; fail saying `what` did not happen."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = condition()
-        except (OSError, ValueError, sqlite3.Error):
-            result = None
-        if result:
-            return result
-        time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def stored_labels(path):
@@ -60,42 +27,21 @@ def stored_labels(path):
         return [(kind, json.loads(label)) for kind, label in db.execute("SELECT kind, label FROM labels ORDER BY id")]
 
 
+def wait_for_store(condition, timeout, what):
+    return wait_for(condition, timeout, what, errors=(OSError, ValueError, sqlite3.Error))
+
+
 @pytest.fixture
-def jupyter_lab(tmp_path):
-    """A JupyterLab server on a free port with isolated config, data and runtime folders; yields (port, root, home)."""
-    dirs = {name: tmp_path / name for name in ("home", "config", "data", "runtime", "root", "rlhf_home")}
-    for folder in dirs.values():
-        folder.mkdir()
+def lab(tmp_path):
+    """A JupyterLab server serving the fixture notebook, without its simulated clicks; yields (port, store path)."""
+    root, rlhf_home = tmp_path / "root", tmp_path / "rlhf_home"
+    root.mkdir()
+    rlhf_home.mkdir()
     nb = nbformat.read(FIXTURE, as_version=4)
     nb.cells = [c for c in nb.cells if "simulated-click" not in c.metadata.get("tags", [])]  # the browser clicks
-    nbformat.write(nb, dirs["root"] / "widgets.ipynb")
-    # no "official Jupyter news?" toast: it can cover the buttons
-    settings = dirs["config"] / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
-    env = dict(os.environ, HOME=str(dirs["home"]), JUPYTER_CONFIG_DIR=str(dirs["config"]),
-               JUPYTER_DATA_DIR=str(dirs["data"]), JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
-               RLHF_LESSONS_HOME=str(dirs["rlhf_home"]),
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    port = free_port()
-    log = open(tmp_path / "jupyter.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ServerApp.token={TOKEN}", "--ServerApp.ip=127.0.0.1",
-         f"--port={port}", "--allow-root", f"--ServerApp.root_dir={dirs['root']}", "--LabApp.news_url=None",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=dirs["root"])
-    try:
-        wait_for(lambda: api(port, "/api/status"), 60, "JupyterLab to start (see jupyter.log)")
-        yield port, dirs["rlhf_home"] / "preferences.sqlite"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
-        if server.returncode not in (0, -15, None):
-            print((tmp_path / "jupyter.log").read_text()[-3000:])
+    nbformat.write(nb, root / "widgets.ipynb")
+    with jupyter_lab(tmp_path / "jupyter", root, rlhf_home) as port:
+        yield port, rlhf_home / "preferences.sqlite"
 
 
 def click_output_button(page, name):
@@ -105,17 +51,11 @@ def click_output_button(page, name):
     button.click(timeout=10_000)
 
 
-def test_browser_clicks_are_stored(jupyter_lab, tmp_path):
-    port, store_path = jupyter_lab
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+def test_browser_clicks_are_stored(lab, tmp_path):
+    port, store_path = lab
+    with chromium_page() as page:
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"http://127.0.0.1:{port}/lab/tree/widgets.ipynb?token={TOKEN}")
-            wait_for(lambda: any(k["execution_state"] == "idle" and k["connections"] > 0
-                                 for k in api(port, "/api/kernels")), 60, "the notebook's kernel to be idle")
-            page.locator("#jp-MainMenu").get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            open_and_run_all(page, port, "widgets.ipynb")
 
             # the reply with markup is shown as text, never run as HTML
             outputs = page.locator(".jp-OutputArea-output")
@@ -123,18 +63,29 @@ def test_browser_clicks_are_stored(jupyter_lab, tmp_path):
             assert outputs.locator("script, b").count() == 0
 
             click_output_button(page, "B is better")
-            assert wait_for(lambda: stored_labels(store_path), 30, "the comparison in the store") == [
+            assert wait_for_store(lambda: stored_labels(store_path), 30, "the comparison in the store") == [
                 ("comparison", {"choice": "B"})]
 
             for name in ("Reply 2", "Reply 3", "Reply 1"):
                 click_output_button(page, name)
-            labels = wait_for(lambda: len(stored_labels(store_path)) == 2 and stored_labels(store_path), 30,
-                              "the ranking in the store")
+            labels = wait_for_store(lambda: len(stored_labels(store_path)) == 2 and stored_labels(store_path), 30,
+                                    "the ranking in the store")
             assert labels[1] == ("ranking", {"order": [1, 2, 0]})
             page.locator(".jp-OutputArea-output").get_by_text("done: 1 label stored").first.wait_for(timeout=10_000)
         except Exception:
             page.screenshot(path=str(tmp_path / "failure.png"))
             print(f"screenshot: {tmp_path / 'failure.png'}")
             raise
-        finally:
-            browser.close()
+
+
+def test_screenshots_of_every_widget(tmp_path):
+    """The tool behind `make screenshots` renders each widget in JupyterLab and saves one PNG per widget."""
+    from PIL import Image
+
+    from rlhf_lessons import screenshots
+
+    saved = screenshots.take(tmp_path / "images", workspace=tmp_path / "workspace")
+    assert [p.name for p in saved] == [name for name, _, _ in screenshots.WIDGETS]
+    for path in saved:
+        width, height = Image.open(path).size
+        assert width > 300 and height > 60, (path, width, height)

@@ -49,3 +49,21 @@ def test_every_lesson_links_to_the_glossary_and_ends_with_discussion_questions(p
         f"{path.name}: the discussion comes last, before the cell that prints the run time")
     questions = re.findall(r"^\d+\. (.+\?)\s*$", cells[discussion[0]].source, flags=re.M)
     assert 2 <= len(questions) <= 3, f"{path.name}: two or three discussion questions, found {len(questions)}"
+
+
+WIDGET_CELL = re.compile(r"\b(CompareWidget|RankWidget|RatingWidget|ChatWidget)\(")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_every_widget_is_shown_first_as_a_screenshot(path):
+    """GitHub renders a widget as `VBox(children=...)`: a screenshot before each widget cell shows what it looks
+    like (made by `make screenshots`, rlhf_lessons/screenshots.py)."""
+    cells = nbformat.read(path, as_version=4).cells
+    for i, cell in enumerate(cells):
+        lines = cell.source.strip().splitlines()
+        if cell.cell_type != "code" or not WIDGET_CELL.search(cell.source) or not re.fullmatch(r"\w+", lines[-1]):
+            continue
+        images = re.findall(r"!\[[^\]]*\]\((images/[\w.-]+\.png)\)", cells[i - 1].source)
+        assert cells[i - 1].cell_type == "markdown" and images, f"{path.name} cell {i}: no screenshot before the widget"
+        image = course.NOTEBOOK_DIR / images[0]
+        assert image.exists() and image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{image} is missing: make screenshots"
