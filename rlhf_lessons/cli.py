@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
+from .config_checks import SEED_MAX
 from .errors import ConfigError, CourseError
 from .runtime import MAX_THREADS, default_threads, set_threads
 
-MAX_SEED = 2**32 - 1  # NumPy's legacy seed takes 32 bits, and stages derive further seeds from it (seed * 1009 + ...)
 MAX_NEW_TOKENS = 64  # the longest request is 34 tokens: with 64 new tokens every one fits the 128-token context
 MAX_BEST_OF = 1024  # best-of-n samples max(n) replies per request: 16 times the default 64 is already hours
 
@@ -114,7 +114,7 @@ def _output_folder(text: str) -> str:
     return text
 
 
-SEED = _whole_number(0, MAX_SEED)
+SEED = _whole_number(0, SEED_MAX)
 COUNT = _whole_number(1)  # steps, epochs, updates, pairs: at least one
 
 
@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def stage(name: str, func, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--seed", type=SEED, default=0, help=f"random seed, 0 to {MAX_SEED} (default: 0)")
+        p.add_argument("--seed", type=SEED, default=0, help=f"random seed, 0 to {SEED_MAX} (default: 0)")
         p.set_defaults(func=func)
         return p
 

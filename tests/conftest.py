@@ -72,6 +72,18 @@ def _build_once(name: str, build, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
+def outcomes():
+    """benchmarks/outcomes.py as a module: its `claims` are the bars, its README block the table (a script, not a
+    package module, so it is loaded from its file)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("outcomes", Path(__file__).parents[1] / "benchmarks" / "outcomes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
 def build_once(tmp_path_factory):
     """build_once(name, build): conftest._build_once for tests that share a costly build (the rater pools)."""
     return lambda name, build: _build_once(name, build, tmp_path_factory)

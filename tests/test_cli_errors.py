@@ -176,9 +176,9 @@ def test_best_of_n_is_bounded(monkeypatch, capsys):
 def test_good_arguments_reach_the_stage(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(cli, "cmd_ppo", stage_returning({}, calls))
-    assert cli.main(["--threads", "1", "ppo", "--seed", str(cli.MAX_SEED), "--kl-coef", "0", "--updates", "3",
+    assert cli.main(["--threads", "1", "ppo", "--seed", str(cli.SEED_MAX), "--kl-coef", "0", "--updates", "3",
                      "--reward", "gold:cautious"]) == 0
-    assert (calls[0].seed, calls[0].kl_coef, calls[0].updates, calls[0].reward) == (cli.MAX_SEED, 0.0, 3,
+    assert (calls[0].seed, calls[0].kl_coef, calls[0].updates, calls[0].reward) == (cli.SEED_MAX, 0.0, 3,
                                                                                     "gold:cautious")
     assert torch.get_num_threads() == 1
 

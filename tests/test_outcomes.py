@@ -7,29 +7,19 @@ Here CI keeps one seed. `test_every_bar_holds` asserts every bar and is marked o
 margin for the thread count (CI runs on 1 thread, the benchmark on 2), so a change that makes them worse fails CI.
 """
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from rlhf_lessons.evaluate import SPLITS
 from rlhf_lessons.pipeline import measure_splits
 
 
-def _outcomes():
-    spec = importlib.util.spec_from_file_location("outcomes", Path(__file__).parents[1] / "benchmarks" / "outcomes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def default_summary(default_run):
+def default_summary(default_run, outcomes):
     """The default run measured like `run_pipeline` measures it (the summary `outcomes.claims` reads)."""
     root = default_run["root"]
     splits = measure_splits(root / "ppo", root / "sft", seed=0)
     summary = {"splits": splits, "reward_model": default_run["reward"]}
-    for claim, split, value, bar, met in _outcomes().claims(summary):
+    for claim, split, value, bar, met in outcomes.claims(summary):
         print(f"{claim:45s} {split:22s} {value:8.3f}  bar {bar:8s} {'met' if met else 'NOT MET'}")
     return summary
 
@@ -58,8 +48,8 @@ def test_the_default_run_stays_where_it_was_measured(default_summary):
 
 @pytest.mark.slow
 @pytest.mark.open_issue
-def test_every_bar_holds(default_summary):
+def test_every_bar_holds(default_summary, outcomes):
     """Every bar of the yardstick issue on seed 0 (the benchmark asks it of seeds 0, 1 and 2)."""
-    missed = [(claim, split, value, bar) for claim, split, value, bar, met in _outcomes().claims(default_summary)
+    missed = [(claim, split, value, bar) for claim, split, value, bar, met in outcomes.claims(default_summary)
               if not met]
     assert not missed, missed

@@ -15,17 +15,7 @@ def test_every_lesson_notebook_is_in_the_table_with_a_measured_time():
     assert "not measured yet" not in table, "a lesson has no measured time: run `make notebooks`"
 
 
-def _outcomes():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("outcomes", course.README.parent / "benchmarks" / "outcomes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_readme_outcomes_table_is_the_one_the_benchmark_wrote():
-    outcomes = _outcomes()
+def test_readme_outcomes_table_is_the_one_the_benchmark_wrote(outcomes):
     text = course.README.read_text()
     block = text.split(outcomes.START, 1)[1].split(outcomes.END, 1)[0].strip()
     written = (course.README.parent / "benchmarks" / "outcomes.md").read_text().strip()
@@ -33,8 +23,7 @@ def test_readme_outcomes_table_is_the_one_the_benchmark_wrote():
     assert "seed 0" in block and "seed 1" in block and "seed 2" in block  # the table covers three seeds
 
 
-def test_outcome_bars_reject_figures_that_miss_them():
-    outcomes = _outcomes()
+def test_outcome_bars_reject_figures_that_miss_them(outcomes):
     good = {"sft": {"polite_rate": 0.95, "harmful_compliance_rate": 0.0, "over_refusal_rate": 0.0,
                     "helpful_rate": 0.7, "mean_reply_tokens": 10.0, "gold_mean": 1.0},
             "ppo": {"polite_rate": 1.0, "harmful_compliance_rate": 0.0, "over_refusal_rate": 0.0,
