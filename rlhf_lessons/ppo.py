@@ -45,8 +45,9 @@ from .config_checks import (ANY, AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE,
                             refuse_bad_settings, setting_problems)
 from .models import load_policy, save_checkpoint
 from .optim import check_finite_step
+from .packing import hidden_states
 from .runtime import pick_device, progress_bar
-from .sampling import positions, sample_replies
+from .sampling import sample_replies
 from .workspace import stage_dir
 
 RewardFn = Callable[[list, list], torch.Tensor]  # reward_fn(requests, reply_texts) -> scores (B,)
@@ -79,6 +80,7 @@ class PPOConfig:
     lr: float = 1e-4  # annealed linearly to 0 over the updates (5e-5 moved too little in 100 updates)
     adam_eps: float = 1e-5  # as in the references; PyTorch's default 1e-8 takes larger steps where gradients are tiny
     max_grad_norm: float = 1.0
+    packed: bool = True  # run the transformers on real tokens only, padding packed away (packing.py); False pads
     value_model: str = "shared"  # "shared": a zero head on the policy's transformer; "reward": a separate copy of
     #                              the reward model (see make_value_model)
     # measurement
@@ -91,9 +93,16 @@ class PPOConfig:
 # Log-probabilities, entropy and values of reply tokens
 # --------------------------------------------------------------------------------------------------------------------
 
-def _to_reply_logits(model, logits: torch.Tensor, n_prompt: int, temperature: float) -> torch.Tensor:
-    """(B, T, V) logits of the whole sequence -> (B, R, V) logits that chose each reply token, at the temperature."""
-    logits = logits[:, n_prompt - 1:-1, :] / temperature  # position t predicts token t + 1
+def reply_head_logits(model, hidden: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The LM head on the hidden states that choose each reply token: (B, R, V) from hidden (B, R, n_embd).
+
+    Only where mask (B, R) is 1 (after EOS nothing is scored, so the head is not run there: those logits are 0).
+    Divided by the sampling temperature; the pad token gets -inf because the sampler never draws it.
+    """
+    real = mask.bool()
+    scored = model.lm_head(hidden[real]) / temperature  # (number of reply tokens, V)
+    logits = scored.new_zeros(*mask.shape, scored.shape[-1])
+    logits[real] = scored
     pad = model.config.pad_token_id
     if pad is not None:  # the sampler never draws padding, so neither does the distribution we score
         logits = logits.index_fill(-1, torch.tensor([pad], device=logits.device), float("-inf"))
@@ -101,15 +110,15 @@ def _to_reply_logits(model, logits: torch.Tensor, n_prompt: int, temperature: fl
 
 
 def reply_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_prompt: int,
-                 temperature: float) -> torch.Tensor:
+                 temperature: float, packed: bool = True) -> torch.Tensor:
     """Logits that predicted each reply token, divided by the sampling temperature: (B, R, V).
 
-    input_ids (B, T) = left-padded prompt (B, P) + right-padded reply (B, R); the logits at position t predict token
-    t + 1, so reply token j was predicted at position P - 1 + j. Dividing by the temperature gives the distribution
-    the sampler actually drew from; the pad token gets -inf because the sampler never draws it.
+    input_ids (B, T) = left-padded prompt (B, P) + right-padded reply (B, R); the hidden state at position t predicts
+    token t + 1, so reply token j was predicted at position P - 1 + j. Dividing by the temperature gives the
+    distribution the sampler actually drew from. packed: run the transformer on real tokens only (packing.py).
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask)).logits
-    return _to_reply_logits(model, logits, n_prompt, temperature)
+    hidden = hidden_states(model.transformer, input_ids, attention_mask, packed)[:, n_prompt - 1:-1]
+    return reply_head_logits(model, hidden, attention_mask[:, n_prompt:], temperature)
 
 
 def token_logprobs(logits: torch.Tensor, reply_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -119,12 +128,12 @@ def token_logprobs(logits: torch.Tensor, reply_ids: torch.Tensor, mask: torch.Te
 
 
 def logprobs_of(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_prompt: int,
-                temperature: float = 1.0) -> torch.Tensor:
+                temperature: float = 1.0, packed: bool = True) -> torch.Tensor:
     """Per-token log-probs of the reply under `model` at the sampling temperature: (B, R), R = T - n_prompt.
 
         logp[b, j] = log softmax(logits[b, P - 1 + j] / temperature)[input_ids[b, P + j]]     (0 after EOS)
     """
-    logits = reply_logits(model, input_ids, attention_mask, n_prompt, temperature)
+    logits = reply_logits(model, input_ids, attention_mask, n_prompt, temperature, packed)
     return token_logprobs(logits, input_ids[:, n_prompt:], attention_mask[:, n_prompt:])
 
 
@@ -156,27 +165,26 @@ class ValueModel(nn.Module):
         return self.backbone is None
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                hidden: torch.Tensor | None = None) -> torch.Tensor:
+                hidden: torch.Tensor | None = None, packed: bool = True) -> torch.Tensor:
         if not self.shared:
-            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                                   position_ids=positions(attention_mask)).last_hidden_state
+            hidden = hidden_states(self.backbone, input_ids, attention_mask, packed)
         elif hidden is None:
             raise ValueError("a shared value head reads the policy's hidden states: pass hidden=")
         return self.head(hidden).squeeze(-1)
 
 
 def policy_and_values(policy, value_model: ValueModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                      n_prompt: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+                      n_prompt: int, temperature: float, packed: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Reply logits (B, R, V) at the temperature and values V(s_j) (B, R) (0 after EOS), in one policy pass.
 
     With a shared trunk the value head reads the hidden states of that same pass (after the final LayerNorm).
+    packed: run the transformers on real tokens only (packing.py).
     """
-    out = policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask),
-                 output_hidden_states=value_model.shared)
-    logits = _to_reply_logits(policy, out.logits, n_prompt, temperature)
-    hidden = out.hidden_states[-1] if value_model.shared else None
-    values = value_model(input_ids, attention_mask, hidden)[:, n_prompt - 1:-1]
-    return logits, values * attention_mask[:, n_prompt:].to(values.dtype)
+    hidden = hidden_states(policy.transformer, input_ids, attention_mask, packed)  # (B, T, n_embd)
+    mask = attention_mask[:, n_prompt:]
+    logits = reply_head_logits(policy, hidden[:, n_prompt - 1:-1], mask, temperature)
+    values = value_model(input_ids, attention_mask, hidden if value_model.shared else None, packed)
+    return logits, values[:, n_prompt - 1:-1] * mask.to(values.dtype)
 
 
 def make_value_model(policy, reward_model=None, value_model: str = "shared") -> ValueModel:
@@ -384,7 +392,7 @@ def gold_reward_fn(population: str = "balanced") -> RewardFn:
     return reward_fn
 
 
-def load_reward(reward: str, tokenizer, device="cpu"):
+def load_reward(reward: str, tokenizer, device="cpu", packed: bool = True):
     """(score_fn(requests, samples) -> (B,), reward model or None) for a reward name.
 
     `gold` or `gold:POPULATION`: the gold rater. Anything else: a reward model checkpoint (`rm` or a folder) that
@@ -401,7 +409,7 @@ def load_reward(reward: str, tokenizer, device="cpu"):
 
     @torch.no_grad()
     def score_fn(requests, samples):
-        return score_ids(rm, samples.input_ids, samples.attention_mask).float()
+        return score_ids(rm, samples.input_ids, samples.attention_mask, packed).float()
 
     return score_fn, rm
 
@@ -449,9 +457,9 @@ def make_rollout(policy, reference, value_model, tokenizer, requests: list, scor
     samples = sample_replies(policy, tokenizer, [r.prompt for r in requests], cfg.max_new_tokens, cfg.temperature,
                              top_k=0, generator=generator)
     ids, attn, n_prompt, mask = samples.input_ids, samples.attention_mask, samples.prompt_ids.shape[1], samples.reply_mask
-    logits, values = policy_and_values(policy, value_model, ids, attn, n_prompt, cfg.temperature)
+    logits, values = policy_and_values(policy, value_model, ids, attn, n_prompt, cfg.temperature, cfg.packed)
     logp = token_logprobs(logits, samples.reply_ids, mask)  # recomputed in one batch, as the update will
-    logp_ref = logprobs_of(reference, ids, attn, n_prompt, cfg.temperature)
+    logp_ref = logprobs_of(reference, ids, attn, n_prompt, cfg.temperature, cfg.packed)
 
     score = (score_fn(requests, samples).float().to(logp.device) - score_norm[0]) / score_norm[1]
     shaped_score = whiten(score, torch.ones_like(score)) if cfg.whiten_scores else score
@@ -490,7 +498,8 @@ def ppo_update(policy, value_model, optimizer: torch.optim.Optimizer, rollout: R
         for start in range(0, batch, size):
             rows = order[start:start + size]
             ids, attn, mask = rollout.input_ids[rows], rollout.attention_mask[rows], rollout.mask[rows]
-            logits, values = policy_and_values(policy, value_model, ids, attn, rollout.n_prompt, cfg.temperature)
+            logits, values = policy_and_values(policy, value_model, ids, attn, rollout.n_prompt, cfg.temperature,
+                                               cfg.packed)
             logp = token_logprobs(logits, ids[:, rollout.n_prompt:], mask)
             pg_loss, clipfrac, approx_kl = clipped_policy_loss(logp, rollout.logp[rows], rollout.advantages[rows],
                                                                mask, cfg.clip)
@@ -599,7 +608,7 @@ def train_ppo(cfg: PPOConfig | None = None, policy: str = "sft", reward: str = "
         score_fn = lambda requests, samples: reward_fn(requests, samples.texts)  # noqa: E731
         reward_model, reward_name = None, getattr(reward_fn, "__name__", "reward_fn")
     else:
-        score_fn, reward_model = load_reward(reward, tokenizer, device)
+        score_fn, reward_model = load_reward(reward, tokenizer, device, cfg.packed)
         reward_name = str(reward)
     score_norm = (0.0, 1.0)  # a reward model is normalised already
     if reward_model is None:  # a function's raw scores: normalise them on the reference policy's replies

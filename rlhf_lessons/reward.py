@@ -52,6 +52,7 @@ from .errors import CheckpointError, CourseError
 from .models import check_same_tokenizer, encode_example, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .optim import check_finite_step, lr_at, make_adamw, set_lr
 from .runtime import pick_device, progress_bar
+from .packing import hidden_states
 from .sampling import pad_sequences, positions
 
 
@@ -194,11 +195,12 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (steps * attention_mask.long()).argmax(dim=1)
 
 
-def raw_score_ids(rm, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The head read at the last real token, before normalisation: (B, T) ids and mask -> (B,) scores."""
-    position_ids = positions(attention_mask)  # 0 at each row's first real token, whatever the padding
-    hidden = rm.transformer(input_ids=input_ids, attention_mask=attention_mask,
-                            position_ids=position_ids).last_hidden_state  # (B, T, d_model)
+def raw_score_ids(rm, input_ids: torch.Tensor, attention_mask: torch.Tensor, packed: bool = True) -> torch.Tensor:
+    """The head read at the last real token, before normalisation: (B, T) ids and mask -> (B,) scores.
+
+    packed: run the transformer on the real tokens only (packing.py); the scores are the padded pass's.
+    """
+    hidden = hidden_states(rm.transformer, input_ids, attention_mask, packed)  # (B, T, d_model)
     last = last_token_index(attention_mask)  # (B,)
     h_last = hidden[torch.arange(hidden.size(0), device=hidden.device), last]  # (B, d_model)
     return rm.score(h_last).squeeze(-1)  # (B,)
@@ -209,13 +211,13 @@ def normalize(rm, raw: torch.Tensor) -> torch.Tensor:
     return raw * getattr(rm.config, "reward_gain", 1.0) + getattr(rm.config, "reward_bias", 0.0)
 
 
-def score_ids(rm, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def score_ids(rm, input_ids: torch.Tensor, attention_mask: torch.Tensor, packed: bool = True) -> torch.Tensor:
     """Normalised rewards of token sequences: (B, T) ids and mask -> (B,).
 
     PPO passes sampling.Samples.input_ids / attention_mask (left-padded prompt + right-padded reply): the score
     is read at the last 1 of the mask (the EOS of a reply that ended), not at the end of the row.
     """
-    return normalize(rm, raw_score_ids(rm, input_ids, attention_mask))
+    return normalize(rm, raw_score_ids(rm, input_ids, attention_mask, packed))
 
 
 def encode_texts(tokenizer, prompts: list[str], replies: list[str],

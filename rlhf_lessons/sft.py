@@ -28,6 +28,7 @@ from . import world
 from .config_checks import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, SEED, refuse_bad_settings, setting_problems
 from .models import encode_example, load_policy, save_checkpoint
 from .optim import check_finite_step, lr_at, make_adamw, set_lr
+from .packing import hidden_states
 from .runtime import progress_bar
 from .workspace import stage_dir
 
@@ -88,10 +89,20 @@ def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE)
 
 
-def batch_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def batch_loss(model, batch: dict[str, torch.Tensor], packed: bool = True) -> torch.Tensor:
+    """masked_lm_loss of a collated batch.
+
+    packed: the transformer runs on real tokens only (packing.py) and the LM head only where a reply token is
+    predicted; the loss is the padded computation's (tests/test_packing.py). False: the plain padded forward pass.
+    """
     device = next(model.parameters()).device
-    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
-    return masked_lm_loss(logits, batch["labels"].to(device))
+    ids, attn, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
+    if not packed:
+        return masked_lm_loss(model(input_ids=ids, attention_mask=attn).logits, labels)
+    hidden = hidden_states(model.transformer, ids, attn)[:, :-1]  # position t predicts token t + 1
+    targets = labels[:, 1:]
+    learned = targets != IGNORE
+    return F.cross_entropy(model.lm_head(hidden[learned]), targets[learned])  # the mean over learned tokens
 
 
 def demonstration_pairs(cfg: SFTConfig) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
