@@ -236,6 +236,15 @@ def encode_texts(tokenizer, prompts: list[str], replies: list[str],
     return out
 
 
+def _shared_prompt_positions(encoded: list[tuple[list[int], int]], prompts: dict, rows: int) -> int:
+    """Positions raw_scores computes when it shares prompts: the distinct prompts padded to the longest, then the
+    replies shortest first, `rows` at a time, each chunk padded to its longest."""
+    reply_lengths = sorted(len(ids) - n for ids, n in encoded)
+    longest_prompt = max(len(p) for p in prompts)
+    return len(prompts) * longest_prompt + sum(len(reply_lengths[i:i + rows]) * reply_lengths[i:i + rows][-1]
+                                               for i in range(0, len(reply_lengths), rows))
+
+
 def raw_scores(rm, encoded: list[tuple[list[int], int]], pad_id: int, rows: int) -> torch.Tensor:
     """Raw scores of (token ids, prompt length) sequences (encode_texts), in their order: (N,).
 
@@ -246,10 +255,15 @@ def raw_scores(rm, encoded: list[tuple[list[int], int]], pad_id: int, rows: int)
     - The replies are scored shortest first, `rows` at a time: a batch is padded to its longest reply, and the
       padding costs as much as real tokens.
     Gradients flow through both passes when called with grad enabled (training does).
+    When few replies share a prompt (independent pairs), sharing saves little and pads every prompt to the longest:
+    then the whole sequences are packed instead (packing.py), whichever lays out fewer positions.
     """
     device = next(rm.parameters()).device
     prompt_index: dict[tuple, int] = {}
     prompt_of = [prompt_index.setdefault(tuple(ids[:n]), len(prompt_index)) for ids, n in encoded]
+    if sum(len(ids) for ids, _ in encoded) < _shared_prompt_positions(encoded, prompt_index, rows):
+        ids, mask = (t.to(device) for t in pad_sequences([ids for ids, _ in encoded], pad_id))
+        return raw_score_ids(rm, ids, mask, packed=True)
 
     # 1. Every distinct prompt once, left-padded so that all of them end in the last column.
     p_ids, p_mask = (t.to(device) for t in pad_sequences([list(p) for p in prompt_index], pad_id, side="left"))

@@ -486,3 +486,29 @@ def test_default_reward_stage(default_run):
     assert result["normalization"]["reference_replies"] >= 256
     rm, _ = reward.load_reward_model(result["out"])
     assert rm.config.reward_gain > 0
+
+
+def test_independent_pairs_are_packed_and_score_as_each_alone(tiny_rm, base_tokenizer):
+    """Distinct prompts share nothing: raw_scores packs whole sequences, and every score and gradient is unchanged."""
+    prompts = ["How long should I boil an egg?", "Hi", "What color is snow?", "What is the capital of France?",
+               "Tell me a joke about a very long and winding road that never seems to end", "Thanks!"]
+    replies = ["Boil it.", "Hello! How can I help you today?", "White.", "Paris, on the Seine.", "Ugh.",
+               "You are welcome. Have a nice day!"]
+    encoded = reward.encode_texts(base_tokenizer, prompts, replies)
+    prompt_index = {tuple(ids[:n]): i for i, (ids, n) in enumerate(encoded)}
+    assert sum(len(ids) for ids, _ in encoded) < reward._shared_prompt_positions(encoded, prompt_index, 2)  # packs
+    grads = []
+    for together in (False, True):
+        tiny_rm.zero_grad()
+        if together:
+            scores = reward.raw_scores(tiny_rm, encoded, base_tokenizer.pad_token_id, 2)
+        else:
+            scores = torch.cat([reward.raw_score_ids(tiny_rm, torch.tensor([ids]), torch.ones(1, len(ids),
+                                                                                        dtype=torch.long))
+                                for ids, _ in encoded])
+        (scores * torch.arange(1.0, 7.0)).sum().backward()  # a weight per reply: the order must be right
+        grads.append((scores.detach(), [p.grad.clone() for p in tiny_rm.parameters()]))
+    (alone, alone_grads), (packed, packed_grads) = grads
+    assert torch.allclose(packed, alone, atol=1e-5)
+    for g_alone, g_packed in zip(alone_grads, packed_grads, strict=True):
+        assert torch.allclose(g_packed, g_alone, atol=1e-4)
