@@ -1,0 +1,193 @@
+"""How fast PPO and the reward model train on this machine, and how much of the work is real.
+
+    python benchmarks/ppo_speed.py                  # PPO shared / separate value network, packed / padded; RM epochs
+    python benchmarks/ppo_speed.py --threads 2 --updates 12
+
+Each configuration runs in its own process (so its peak RSS is its own) on identical work: the shipped base model as
+policy and reference, a reward model made from it with a fresh head, 64 requests per update, at most 32 new tokens,
+4 epochs x 2 minibatches, fixed KL. It prints, per configuration:
+  s/update      median seconds per PPO update after 2 warm-up updates
+  tokens/s      positions through a transformer (sampling excluded), fwd + bwd counted once, per second
+  real share    real tokens / positions computed in the training passes (the grad-enabled transformer calls)
+  GFLOP/s       matmul FLOPs of those passes and every LM head (2 x params x tokens forward, 6 x with grad), per
+                second, and as a share of fp32 torch.matmul measured in this process on the model's own shapes
+  peak RSS      of the process, MiB
+and the same for the reward model's default path (rankings of 8) per epoch. The referee against TRL is
+../shared/bench/side_by_side.py; this script measures what it cannot see from outside (the real-token share).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WARMUP = 2
+
+
+def matmul_gflops(n_embd: int, tokens: int = 2048, repeats: int = 30) -> float:
+    """fp32 matmul rate on the model's own shapes: (tokens, d) @ (d, 4d), the MLP's first layer."""
+    import torch
+    a, b = torch.randn(tokens, n_embd), torch.randn(n_embd, 4 * n_embd)
+    for _ in range(5):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * tokens * n_embd * 4 * n_embd * repeats / (time.perf_counter() - start) / 1e9
+
+
+class Counter:
+    """Counts positions and real tokens through every GPT-2 trunk, and rows through every LM head."""
+
+    def __init__(self):
+        self.positions = self.real = self.trunk_flop = self.head_flop = 0.0
+        self.last_packed_real = 0
+
+    def instrument(self, model):
+        import torch
+        trunk_params = sum(p.numel() for n, p in model.named_parameters() if ".h." in n and p.dim() == 2)
+        head_params = model.config.vocab_size * model.config.n_embd
+
+        def trunk_hook(module, args, kwargs, output):
+            if kwargs.get("past_key_values") is not None or kwargs.get("cache") is not None:
+                return  # sampling: KV-cached, one new token per row
+            ids, mask = kwargs["input_ids"], kwargs.get("attention_mask")
+            grad = torch.is_grad_enabled()
+            self.trunk_flop += (6 if grad else 2) * trunk_params * ids.numel()
+            if grad:
+                self.positions += ids.numel()
+                self.real += self.last_packed_real if mask is not None and mask.dim() == 4 else float(mask.sum())
+
+        def head_hook(module, inputs, output):
+            self.head_flop += (6 if torch.is_grad_enabled() else 2) * head_params * output.shape[:-1].numel()
+
+        for name, module in model.named_modules():
+            if type(module).__name__ == "GPT2Model":
+                module.register_forward_hook(trunk_hook, with_kwargs=True)
+            if name.endswith("lm_head"):
+                module.register_forward_hook(head_hook)
+        return model
+
+
+def run_ppo(value_model: str, packed: bool, updates: int, threads: int) -> dict:
+    import torch
+    torch.set_num_threads(threads)
+    import rlhf_lessons.packing as packing
+    import rlhf_lessons.ppo as ppo
+    import rlhf_lessons.reward as reward
+    from rlhf_lessons.models import load_tokenizer, save_checkpoint
+
+    counter = Counter()
+    real_pack = packing.pack
+
+    def counting_pack(*args, **kwargs):
+        result = real_pack(*args, **kwargs)
+        counter.last_packed_real = result.slots.numel()
+        return result
+
+    packing.pack = counting_pack
+    load_policy, load_rm = ppo.load_policy, reward.load_reward_model
+    ppo.load_policy = lambda *a, **k: (lambda mt: (counter.instrument(mt[0]), mt[1]))(load_policy(*a, **k))
+    reward.load_reward_model = lambda *a, **k: (lambda mt: (counter.instrument(mt[0]), mt[1]))(load_rm(*a, **k))
+    base = ROOT / "data" / "base"
+    times, marks = [], {}
+
+    def on_update(update, row):
+        times.append(time.perf_counter())
+        if update == WARMUP - 1:
+            marks.update(positions=counter.positions, real=counter.real,
+                         flop=counter.trunk_flop + counter.head_flop)
+
+    with tempfile.TemporaryDirectory() as work:
+        rm, _ = reward.reward_model_from(base, seed=0)
+        save_checkpoint(rm, load_tokenizer(base), Path(work) / "rm", {"stage": "rm", "note": "ppo_speed.py"})
+        cfg = ppo.PPOConfig(updates=updates, batch_size=64, max_new_tokens=32, kl_coef=0.15, target_kl=None,
+                            epochs=4, minibatches=2, value_model=value_model, packed=packed, seed=0, device="cpu")
+        ppo.train_ppo(cfg, policy=str(base), reward=str(Path(work) / "rm"), out_dir=Path(work) / "ppo",
+                      on_update=on_update)
+    steps = [b - a for a, b in zip(times[WARMUP - 1:], times[WARMUP:])]
+    seconds = sum(steps)
+    flop = counter.trunk_flop + counter.head_flop - marks["flop"]
+    return {"s_per_update": statistics.median(steps), "tokens_per_s": (counter.positions - marks["positions"]) / seconds,
+            "real_share": (counter.real - marks["real"]) / (counter.positions - marks["positions"]),
+            "gflops": flop / seconds / 1e9, "matmul_gflops": matmul_gflops(base_n_embd()),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_reward(epochs: int, threads: int) -> dict:
+    import random
+
+    import torch
+    torch.set_num_threads(threads)
+    from rlhf_lessons import labeling, reward
+
+    base = str(ROOT / "data" / "base")
+    groups = labeling.sample_rankings(256, k=8, policies=(base,), seed=0, progress=False)  # the default path's kind
+    pairs, _ = labeling.simulate_rankings(groups, "balanced", seed=0)  # of labels: rankings of 8, balanced raters
+    cfg = reward.RewardConfig(epochs=epochs, seed=0)
+    rng = random.Random(cfg.seed)  # the batches train_reward will make: the same generator, in the same order
+    bounds = [0]
+    for _ in range(epochs):
+        bounds.append(bounds[-1] + len(reward.grouped_batches(pairs, cfg.batch_size, rng)))
+    ends = []
+    with tempfile.TemporaryDirectory() as work:
+        reward.train_reward(cfg, pairs, init=base, out_dir=Path(work) / "rm", progress=False, device="cpu",
+                            on_step=lambda *a: ends.append(time.perf_counter()))
+    epoch_s = [ends[bounds[e + 1] - 1] - ends[bounds[e] - 1] for e in range(1, epochs)]  # epoch 1 warms up
+    return {"s_per_epoch": statistics.median(epoch_s), "pairs": len(pairs),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def base_n_embd() -> int:
+    return json.loads((ROOT / "data" / "base" / "config.json").read_text())["n_embd"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--updates", type=int, default=12)
+    parser.add_argument("--rm-epochs", type=int, default=3)
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print its JSON
+    a = parser.parse_args()
+    if a.one:
+        kind, *rest = a.one.split(":")
+        result = (run_reward(a.rm_epochs, a.threads) if kind == "rm"
+                  else run_ppo(rest[0], rest[1] == "packed", a.updates, a.threads))
+        print(json.dumps(result))
+        return
+    print(f"threads {a.threads}, {a.updates} PPO updates ({WARMUP} warm-up), {a.rm_epochs} RM epochs")
+    print(f"{'PPO value network':18s} {'layout':7s} {'s/update':>9s} {'tokens/s':>9s} {'real share':>10s} "
+          f"{'GFLOP/s':>8s} {'of matmul':>9s} {'peak RSS':>9s}")
+    results = {}
+    for value_model in ("shared", "reward"):
+        for layout in ("packed", "padded"):
+            r = one(f"ppo:{value_model}:{layout}", a)
+            results[f"ppo_{value_model}_{layout}"] = r
+            print(f"{value_model:18s} {layout:7s} {r['s_per_update']:9.3f} {r['tokens_per_s']:9.0f} "
+                  f"{r['real_share']:10.3f} {r['gflops']:8.1f} {r['gflops'] / r['matmul_gflops']:9.0%} "
+                  f"{r['peak_rss_mib']:7.0f} MiB")
+    r = one("rm", a)
+    results["reward_rankings"] = r
+    print(f"reward model (rankings of 8, {r['pairs']} pairs): {r['s_per_epoch']:.2f} s/epoch, "
+          f"peak RSS {r['peak_rss_mib']:.0f} MiB")
+    print(json.dumps({"threads": a.threads, "updates": a.updates, **results}))
+
+
+def one(spec: str, a) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--one", spec, "--threads", str(a.threads), "--updates",
+                           str(a.updates), "--rm-epochs", str(a.rm_epochs)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"{spec} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    main()
