@@ -8,6 +8,9 @@ loses nothing. Model text is shown through html.escape: a reply containing `<scr
 bidirectional controls (U+202E and its kin, which would show a reply's text reversed) are shown as their escapes.
 A click the store cannot take (read-only, or locked by another program for longer than CLICK_BUSY_TIMEOUT) is not
 counted: the widget says so in its status line and the learner clicks again; nothing already stored is lost.
+The Rater box starts with this workspace's own rater id ("learner-" and six hex digits, kept in the workspace, see
+workspace.learner_id) unless `rater=` names someone: files merged from a class keep every learner apart, and the
+learner can type their own name over it.
 For tests and scripts each widget exposes its controls: `w.buttons[...]`, `w.rank_buttons[i]`, `w.undo_button`,
 `w.rater_box`, and `w.html` (the request and replies), `w.progress`, `w.status`.
 """
@@ -41,6 +44,18 @@ def text_block(title, text):
     return f'<div><strong>{html.escape(title)}</strong><div style="{BOX_STYLE}">{visible_html(text)}</div></div>'
 
 
+def default_rater():
+    """The name a widget's Rater box starts with when no rater is given: the workspace's own id, 'learner-' and six
+    random hex digits, the same on every run in this workspace (workspace.learner_id). A workspace that cannot be
+    written gets a fresh id each time instead: the widget still works, and its store says what is wrong."""
+    from rlhf_lessons.workspace import learner_id, new_learner_id
+
+    try:
+        return learner_id()
+    except OSError:
+        return new_learner_id()
+
+
 def check_items(items, min_replies, max_replies):
     """Raise ValueError, saying what to fix, unless items is a list of {"prompt", "replies", ...} dicts."""
     if not isinstance(items, (list, tuple)) or not items:
@@ -66,7 +81,7 @@ class LabelWidget:
 
     kind = None
 
-    def __init__(self, tasks, store=None, rater="learner", source="human", population=None):
+    def __init__(self, tasks, store=None, rater=None, source="human", population=None):
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
         self.tasks = tasks
@@ -75,7 +90,8 @@ class LabelWidget:
         self.position = 0  # index of the task on screen; == len(tasks) when all are done
         self.history = []  # (position, stored label id or None if it was a duplicate), for undo
         self.error = None  # the store's error of the last click it refused, or None
-        self.rater_box = widgets.Text(value=rater, description="Rater:", placeholder="your name")
+        self.rater_box = widgets.Text(value=default_rater() if rater is None else rater, description="Rater:",
+                                      placeholder="your name")
         self.progress = widgets.HTML()
         self.html = widgets.HTML()
         self.status = widgets.HTML()
@@ -173,7 +189,7 @@ class CompareWidget(LabelWidget):
 
     kind = "comparison"
 
-    def __init__(self, items, store=None, rater="learner", source="human", population=None):
+    def __init__(self, items, store=None, rater=None, source="human", population=None):
         super().__init__(check_items(items, 2, 2), store, rater, source, population)
         names = {"A": "A is better", "B": "B is better", "tie": "Tie", "skip": "Skip"}
         self.buttons = {key: widgets.Button(description=name) for key, name in names.items()}
@@ -194,7 +210,7 @@ class RankWidget(LabelWidget):
 
     kind = "ranking"
 
-    def __init__(self, items, store=None, rater="learner", source="human", population=None):
+    def __init__(self, items, store=None, rater=None, source="human", population=None):
         super().__init__(check_items(items, 2, 4), store, rater, source, population)
         self.order = []  # indices clicked so far, best first
         self.rank_buttons = []
@@ -248,7 +264,7 @@ class RatingWidget(LabelWidget):
 
     kind = "rating"
 
-    def __init__(self, items, store=None, rater="learner", source="human", population=None, scale="thumbs"):
+    def __init__(self, items, store=None, rater=None, source="human", population=None, scale="thumbs"):
         if scale not in ("thumbs", "5"):
             raise ValueError(f"scale must be 'thumbs' or '5', got {scale!r}")
         tasks = [{**item, "replies": [reply], "meta": {**item.get("meta", {}), "reply_index": i}}

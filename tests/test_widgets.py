@@ -202,6 +202,66 @@ def test_default_store_is_the_workspace(tmp_path, monkeypatch):
     assert len(PreferenceStore(tmp_path / "preferences.sqlite")) == 1
 
 
+# ----- the default rater id: one per workspace, kept there, editable -----
+
+LEARNER_ID = r"learner-[0-9a-f]{6}"
+PRINT_ID = "from rlhf_lessons.workspace import learner_id; print(learner_id())"
+
+
+def python_in(home, code):
+    """Run `code` in a fresh Python (a restarted kernel, another learner's laptop) with RLHF_LESSONS_HOME=home."""
+    env = dict(os.environ, RLHF_LESSONS_HOME=str(home),
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def test_default_rater_is_the_workspaces_own_id_stable_and_editable(tmp_path, monkeypatch):
+    import re
+
+    monkeypatch.setenv("RLHF_LESSONS_HOME", str(tmp_path / "ws1"))
+    first = CompareWidget(make_items(2)).rater_box.value
+    assert re.fullmatch(LEARNER_ID, first), first  # not the "learner" every laptop would share
+    assert RankWidget(make_items(1, 3)).rater_box.value == first  # every widget, every run of the lesson
+    assert RatingWidget(make_items(1)).rater_box.value == first
+    assert (tmp_path / "ws1" / "learner_id").read_text().strip() == first  # kept in the workspace
+    assert python_in(tmp_path / "ws1", PRINT_ID).strip() == first  # after a kernel restart too
+
+    monkeypatch.setenv("RLHF_LESSONS_HOME", str(tmp_path / "ws2"))  # another learner's workspace
+    second = CompareWidget(make_items(1)).rater_box.value
+    assert re.fullmatch(LEARNER_ID, second) and second != first
+
+    store = PreferenceStore(tmp_path / "labels.sqlite")  # still editable: the name in the box is stored
+    w = CompareWidget(make_items(2), store=store)
+    w.buttons["A"].click()
+    w.rater_box.value = "ann"
+    w.buttons["B"].click()
+    assert [r["rater"] for r in store.labels()] == [second, "ann"]
+    assert CompareWidget(make_items(1), store=store, rater="bob").rater_box.value == "bob"  # an explicit rater wins
+
+
+def test_two_kernels_starting_at_once_get_the_same_id(tmp_path):
+    import re
+
+    env = dict(os.environ, RLHF_LESSONS_HOME=str(tmp_path / "ws"),
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    children = [subprocess.Popen([sys.executable, "-c", PRINT_ID], env=env, stdout=subprocess.PIPE, text=True)
+                for _ in range(4)]
+    ids = {child.communicate(timeout=60)[0].strip() for child in children}
+    assert len(ids) == 1 and re.fullmatch(LEARNER_ID, ids.pop())
+    assert sorted(p.name for p in (tmp_path / "ws").iterdir()) == ["learner_id"]  # no temporary file left
+
+
+def test_an_empty_id_file_gets_a_new_id_and_an_edited_one_is_kept(tmp_path, monkeypatch):
+    from rlhf_lessons.workspace import learner_id
+
+    monkeypatch.setenv("RLHF_LESSONS_HOME", str(tmp_path))
+    (tmp_path / "learner_id").write_text("\n")
+    made = learner_id()
+    assert made.startswith("learner-") and learner_id() == made
+    (tmp_path / "learner_id").write_text("ana-from-room-2\n")  # the learner chose a name for good
+    assert CompareWidget(make_items(1), store=tmp_path / "s.sqlite").rater_box.value == "ana-from-room-2"
+
+
 # ----- durability: SIGKILL right after a burst of clicks -----
 
 BURST = textwrap.dedent("""
