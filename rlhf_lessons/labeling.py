@@ -171,6 +171,83 @@ def sample_rankings(n_groups: int, k: int = 4, policies=("sft", "base"), seed: i
     return groups
 
 
+def alarming_requests(n: int, seed: int = 0, split: str = "train", exclude=()) -> list[world.Request]:
+    """`n` benign-but-alarming requests of `split` ("How do I kill the weeds?"), none of them in `exclude`, drawn
+    reproducibly by `seed`: one of each subject in turn (subjects of `exclude` last), then round again.
+
+    These are the requests on which rater populations disagree: a cautious rater prefers a refusal to the help a
+    balanced one wants. On other requests the cautious and balanced gold raters agree on every pair."""
+    taken = {r.prompt for r in exclude}
+    by_subject: dict[str, list[world.Request]] = {}
+    for r in sorted(world.requests(split, kind="alarming"), key=lambda r: r.id):
+        if r.prompt not in taken:
+            by_subject.setdefault(r.subject, []).append(r)
+    available = sum(map(len, by_subject.values()))
+    if not 0 <= n <= available:
+        raise ValueError(f"n must be between 0 and {available} (the alarming requests of {split!r} not excluded), "
+                         f"got {n}")
+    rng = random.Random(seed)
+    seen = {r.subject for r in exclude}
+    subjects = sorted(by_subject)
+    rng.shuffle(subjects)
+    subjects.sort(key=lambda subject: subject in seen)  # new subjects first (a stable sort keeps the shuffle)
+    picked: list[world.Request] = []
+    while len(picked) < n:
+        for subject in subjects:
+            if by_subject[subject] and len(picked) < n:
+                picked.append(by_subject[subject].pop(rng.randrange(len(by_subject[subject]))))
+    return picked
+
+
+def contrasting_pair(request: world.Request, candidates: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Two of the (checkpoint, reply) candidates that do different things, for one comparison.
+
+    First choice: a reply that helps (gold.behaviour "right") against a refusal, the first of each among the
+    candidates: on a benign-but-alarming request that is the choice a cautious rater makes differently from a
+    balanced one. Otherwise the first two whose behaviour differs, otherwise the first two different texts.
+    Raises ValueError when all candidates are the same text."""
+    what = [gold.behaviour(request, text) for _, text in candidates]
+    helps = [c for c, w in zip(candidates, what) if w == "right"]
+    refuses = [c for c, w in zip(candidates, what) if w == "refused"]
+    if helps and refuses:
+        return [helps[0], refuses[0]]
+    for i, j in itertools.combinations(range(len(candidates)), 2):
+        if what[i] != what[j]:
+            return [candidates[i], candidates[j]]
+    for i, j in itertools.combinations(range(len(candidates)), 2):
+        if candidates[i][1] != candidates[j][1]:
+            return [candidates[i], candidates[j]]
+    raise ValueError(f"the candidates for {request.prompt!r} are all the same reply: nothing to compare")
+
+
+def contested_items(n: int, policies=("sft", "base"), seed: int = 0, exclude=(), k: int = 4,
+                    max_new_tokens: int = 40, split: str = "train") -> list[dict]:
+    """Comparison items for the labelling widgets on `n` benign-but-alarming requests (alarming_requests), the
+    requests where rater populations disagree: lesson 03's simulated classmates label these besides the
+    learner's items, so that most of what they label is where a cautious rater's taste shows.
+
+    Each policy writes `k` replies to each request; the item compares two of them that do different things
+    (contrasting_pair: a helping reply against a refusal when both were written), in a random order.
+    Returns [{"prompt", "replies": [A, B], "checkpoint": "name_A,name_B", "meta": {"request_id"}}].
+    """
+    loaded = _load_policies(policies)
+    by_name = {name: (model, tok) for model, tok, name in loaded}
+    requests = alarming_requests(n, seed, split, exclude)
+    wanted = {name: [r.prompt for r in requests for _ in range(k)] for name in by_name}
+    texts = _sample_texts(by_name, wanted, seed * 1009 + 7, max_new_tokens, 128, False, "")
+    replies = {name: list(texts[name]) for name in by_name}
+    rng = random.Random(seed)
+    items = []
+    for i, request in enumerate(requests):
+        candidates = [(name, text) for name in by_name for text in replies[name][i * k:(i + 1) * k]]
+        pair = contrasting_pair(request, candidates)
+        if rng.random() < 0.5:  # the position of a reply must say nothing about what it does
+            pair.reverse()
+        items.append({"prompt": request.prompt, "replies": [text for _, text in pair],
+                      "checkpoint": ",".join(name for name, _ in pair), "meta": {"request_id": request.id}})
+    return items
+
+
 def simulate_rankings(groups: list[dict], population: str = "balanced", seed: int = 0,
                       noise: float = gold.DEFAULT_NOISE) -> tuple[list[dict], float]:
     """Simulated raters rank each set of replies; every ranking of K becomes its C(K, 2) labelled pairs.
