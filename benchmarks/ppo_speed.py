@@ -2,6 +2,7 @@
 
     python benchmarks/ppo_speed.py                  # PPO shared / separate value network, packed / padded; RM epochs
     python benchmarks/ppo_speed.py --threads 2 --updates 12
+    python benchmarks/ppo_speed.py --write          # also write the table to benchmarks/ppo_speed_t<threads>.md
 
 Each configuration runs in its own process (so its peak RSS is its own) on identical work: the shipped base model as
 policy and reference, a reward model made from it with a fresh head, 64 requests per update, at most 32 new tokens,
@@ -155,6 +156,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--updates", type=int, default=12)
     parser.add_argument("--rm-epochs", type=int, default=3)
+    parser.add_argument("--write", action="store_true", help="write the table to benchmarks/ppo_speed_t<N>.md")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print its JSON
     a = parser.parse_args()
     if a.one:
@@ -163,21 +165,27 @@ def main() -> None:
                   else run_ppo(rest[0], rest[1] == "packed", a.updates, a.threads))
         print(json.dumps(result))
         return
-    print(f"threads {a.threads}, {a.updates} PPO updates ({WARMUP} warm-up), {a.rm_epochs} RM epochs")
-    print(f"{'PPO value network':18s} {'layout':7s} {'s/update':>9s} {'tokens/s':>9s} {'real share':>10s} "
-          f"{'GFLOP/s':>8s} {'of matmul':>9s} {'peak RSS':>9s}")
+    lines = [f"threads {a.threads}, {a.updates} PPO updates ({WARMUP} warm-up), {a.rm_epochs} RM epochs "
+             f"(python benchmarks/ppo_speed.py --threads {a.threads} --updates {a.updates}, {time.strftime('%Y-%m-%d')})",
+             "", "| PPO value network | layout | s/update | tokens/s | real share | GFLOP/s | of matmul | peak RSS |",
+             "|---|---|---|---|---|---|---|---|"]
+    print(lines[0])
     results = {}
     for value_model in ("shared", "reward"):
         for layout in ("packed", "padded"):
             r = one(f"ppo:{value_model}:{layout}", a)
             results[f"ppo_{value_model}_{layout}"] = r
-            print(f"{value_model:18s} {layout:7s} {r['s_per_update']:9.3f} {r['tokens_per_s']:9.0f} "
-                  f"{r['real_share']:10.3f} {r['gflops']:8.1f} {r['gflops'] / r['matmul_gflops']:9.0%} "
-                  f"{r['peak_rss_mib']:7.0f} MiB")
+            lines.append(f"| {value_model} | {layout} | {r['s_per_update']:.3f} | {r['tokens_per_s']:.0f} | "
+                         f"{r['real_share']:.3f} | {r['gflops']:.1f} | {r['gflops'] / r['matmul_gflops']:.0%} | "
+                         f"{r['peak_rss_mib']:.0f} MiB |")
+            print(lines[-1])
     r = one("rm", a)
     results["reward_rankings"] = r
-    print(f"reward model (rankings of 8, {r['pairs']} pairs): {r['s_per_epoch']:.2f} s/epoch, "
-          f"peak RSS {r['peak_rss_mib']:.0f} MiB")
+    lines += ["", f"Reward model, rankings of 8 ({r['pairs']} pairs, the default path): {r['s_per_epoch']:.2f} s/epoch, "
+                  f"peak RSS {r['peak_rss_mib']:.0f} MiB."]
+    print(lines[-1])
+    if a.write:
+        (ROOT / "benchmarks" / f"ppo_speed_t{a.threads}.md").write_text("\n".join(lines) + "\n")
     print(json.dumps({"threads": a.threads, "updates": a.updates, **results}))
 
 
