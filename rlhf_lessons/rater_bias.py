@@ -151,6 +151,18 @@ def measure_policy(model, against: str | Path | None = None, n: int | None = Non
     return figures
 
 
+def ppo_and_measure(reward: str | Path, init: str | Path, ppo_cfg, out: str | Path, eval_n: int | None = None,
+                    seed: int = 0, against: bool = True) -> tuple[dict, dict]:
+    """PPO from `init` against the reward model `reward` (saved to `out`), then the balanced yardstick of the policy.
+
+    Returns (train_ppo's summary, measure_policy's figures); against=False skips the win rate against `init`.
+    """
+    from .ppo import train_ppo
+
+    trained = train_ppo(ppo_cfg, policy=str(init), reward=str(reward), out_dir=out)
+    return trained, measure_policy(out, against=init if against else None, n=eval_n, seed=seed)
+
+
 def run_raters(raters, init: str | Path = "sft", seed: int = 0, reward_cfg=None, ppo_cfg=None,
                eval_n: int | None = None, pool: dict | None = None, out: str | Path | None = None,
                reuse: bool = False, progress: bool = True) -> dict:
@@ -163,7 +175,7 @@ def run_raters(raters, init: str | Path = "sft", seed: int = 0, reward_cfg=None,
     <out>.json. reuse: return a saved summary made with the same settings instead of training again.
     Returns {"name", "raters", "reward_model": {...}, "ppo": {...}, yardstick keys..., "gold_by_population", ...}.
     """
-    from .ppo import PPOConfig, train_ppo
+    from .ppo import PPOConfig
     from .reward import RewardConfig
 
     shares = parse_mixture(raters)
@@ -186,8 +198,7 @@ def run_raters(raters, init: str | Path = "sft", seed: int = 0, reward_cfg=None,
     print(f"rater bias: {name}: reward model", file=sys.stderr, flush=True)
     rm = train_reward_for(shares, pool, out / "rm", reward_cfg, progress)
     print(f"rater bias: {name}: PPO", file=sys.stderr, flush=True)
-    trained = train_ppo(ppo_cfg, policy=pool["init_path"], reward=str(out / "rm"), out_dir=out / "ppo")
-    figures = measure_policy(out / "ppo", against=pool["init_path"], n=eval_n, seed=seed)
+    trained, figures = ppo_and_measure(out / "rm", pool["init_path"], ppo_cfg, out / "ppo", eval_n, seed)
     summary = {
         "name": name, "raters": shares, "out": str(out),
         **{k: figures[k] for k in (*YARDSTICK_KEYS, "win_rate", "mean_reply_words", "gold_by_population",
