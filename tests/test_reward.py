@@ -268,6 +268,22 @@ def test_pair_rewards_of_a_ranking_give_the_kwise_loss(tiny_rm, base_tokenizer):
     assert bradley_terry_loss(r_c, r_r).item() == pytest.approx(kwise_ranking_loss(scores[None]).item(), rel=1e-5)
 
 
+def scores_alone_and_together(rm, encoded, tokenizer, rows):
+    """[(scores, gradients) scoring each sequence alone, the same by raw_scores], with a weight per sequence in the
+    backward pass, so that a score in the wrong place shows."""
+    results = []
+    for together in (False, True):
+        rm.zero_grad()
+        if together:  # prompts run once each (or whole sequences packed): another order and other padding
+            scores = reward.raw_scores(rm, encoded, tokenizer.pad_token_id, rows)
+        else:
+            scores = torch.cat([reward.raw_score_ids(rm, torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long))
+                                for ids, _ in encoded])
+        (scores * torch.arange(1.0, len(encoded) + 1.0)).sum().backward()
+        results.append((scores.detach(), [p.grad.clone() for p in rm.parameters()]))
+    return results
+
+
 @pytest.mark.parametrize("rows", [1, 2, 3, 7])
 def test_shared_prompt_scores_match_scoring_each_reply_alone_in_the_input_order(tiny_rm, base_tokenizer, rows):
     prompts = ["How long should I boil an egg?", "Hi", "How long should I boil an egg?", "What color is snow?",
@@ -277,18 +293,7 @@ def test_shared_prompt_scores_match_scoring_each_reply_alone_in_the_input_order(
                "Paris."]
     encoded = reward.encode_texts(base_tokenizer, prompts, replies)
     assert len({len(ids) for ids, _ in encoded}) > 3 and len({n for _, n in encoded}) > 2  # lengths differ
-    grads = []
-    for shared in (False, True):
-        tiny_rm.zero_grad()
-        if shared:  # prompts run once each, replies shortest first: another order and other padding
-            scores = reward.raw_scores(tiny_rm, encoded, base_tokenizer.pad_token_id, rows)
-        else:
-            scores = torch.cat([reward.raw_score_ids(tiny_rm, torch.tensor([ids]), torch.ones(1, len(ids),
-                                                                                        dtype=torch.long))
-                                for ids, _ in encoded])
-        (scores * torch.arange(1.0, 8.0)).sum().backward()  # a weight per reply: the order must be right
-        grads.append((scores.detach(), [p.grad.clone() for p in tiny_rm.parameters()]))
-    (alone, alone_grads), (shared, shared_grads) = grads
+    (alone, alone_grads), (shared, shared_grads) = scores_alone_and_together(tiny_rm, encoded, base_tokenizer, rows)
     assert torch.allclose(shared, alone, atol=1e-5)
     for g_alone, g_shared in zip(alone_grads, shared_grads, strict=True):  # training scores this way
         assert torch.allclose(g_shared, g_alone, atol=1e-4)
@@ -497,18 +502,7 @@ def test_independent_pairs_are_packed_and_score_as_each_alone(tiny_rm, base_toke
     encoded = reward.encode_texts(base_tokenizer, prompts, replies)
     prompt_index = {tuple(ids[:n]): i for i, (ids, n) in enumerate(encoded)}
     assert sum(len(ids) for ids, _ in encoded) < reward._shared_prompt_positions(encoded, prompt_index, 2)  # packs
-    grads = []
-    for together in (False, True):
-        tiny_rm.zero_grad()
-        if together:
-            scores = reward.raw_scores(tiny_rm, encoded, base_tokenizer.pad_token_id, 2)
-        else:
-            scores = torch.cat([reward.raw_score_ids(tiny_rm, torch.tensor([ids]), torch.ones(1, len(ids),
-                                                                                        dtype=torch.long))
-                                for ids, _ in encoded])
-        (scores * torch.arange(1.0, 7.0)).sum().backward()  # a weight per reply: the order must be right
-        grads.append((scores.detach(), [p.grad.clone() for p in tiny_rm.parameters()]))
-    (alone, alone_grads), (packed, packed_grads) = grads
+    (alone, alone_grads), (packed, packed_grads) = scores_alone_and_together(tiny_rm, encoded, base_tokenizer, 2)
     assert torch.allclose(packed, alone, atol=1e-5)
     for g_alone, g_packed in zip(alone_grads, packed_grads, strict=True):
         assert torch.allclose(g_packed, g_alone, atol=1e-4)
