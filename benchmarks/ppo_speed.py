@@ -117,8 +117,9 @@ def run_ppo(value_model: str, packed: bool, updates: int, threads: int) -> dict:
     steps = [b - a for a, b in zip(times[WARMUP - 1:], times[WARMUP:])]
     seconds = sum(steps)
     flop = counter.trunk_flop + counter.head_flop - marks["flop"]
-    return {"s_per_update": statistics.median(steps), "tokens_per_s": (counter.positions - marks["positions"]) / seconds,
-            "real_share": (counter.real - marks["real"]) / (counter.positions - marks["positions"]),
+    positions = counter.positions - marks["positions"]
+    return {"s_per_update": statistics.median(steps), "tokens_per_s": positions / seconds,
+            "real_share": (counter.real - marks["real"]) / positions,
             "gflops": flop / seconds / 1e9, "matmul_gflops": matmul_gflops(base_n_embd()),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -166,7 +167,8 @@ def main() -> None:
         print(json.dumps(result))
         return
     lines = [f"threads {a.threads}, {a.updates} PPO updates ({WARMUP} warm-up), {a.rm_epochs} RM epochs "
-             f"(python benchmarks/ppo_speed.py --threads {a.threads} --updates {a.updates}, {time.strftime('%Y-%m-%d')})",
+             f"(python benchmarks/ppo_speed.py --threads {a.threads} --updates {a.updates}, "
+             f"{time.strftime('%Y-%m-%d')})",
              "", "| PPO value network | layout | s/update | tokens/s | real share | GFLOP/s | of matmul | peak RSS |",
              "|---|---|---|---|---|---|---|---|"]
     print(lines[0])
@@ -181,8 +183,8 @@ def main() -> None:
             print(lines[-1])
     r = one("rm", a)
     results["reward_rankings"] = r
-    lines += ["", f"Reward model, rankings of 8 ({r['pairs']} pairs, the default path): {r['s_per_epoch']:.2f} s/epoch, "
-                  f"peak RSS {r['peak_rss_mib']:.0f} MiB."]
+    lines += ["", f"Reward model, rankings of 8 ({r['pairs']} pairs, the default path): "
+                  f"{r['s_per_epoch']:.2f} s/epoch, peak RSS {r['peak_rss_mib']:.0f} MiB."]
     print(lines[-1])
     if a.write:
         (ROOT / "benchmarks" / f"ppo_speed_t{a.threads}.md").write_text("\n".join(lines) + "\n")

@@ -61,7 +61,7 @@ def first_fit_decreasing(lengths: list[int], capacity: int) -> list[tuple[int, i
 
 
 def best_capacity(lengths: list[int], step: int = 4) -> int:
-    """The row length, from the longest sequence up to three times it, that packs `lengths` into the fewest positions."""
+    """The row length, from the longest sequence to three times it, that packs `lengths` into the fewest positions."""
     longest = max(lengths)
     def positions_computed(capacity):
         return (max(r for r, _ in first_fit_decreasing(lengths, capacity)) + 1) * capacity

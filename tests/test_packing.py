@@ -1,4 +1,4 @@
-"""Packing computes what padding computes: the same hidden states, log-probs, values and gradients, on fewer positions."""
+"""Packing computes what padding computes: the same hidden states, log-probs, values and gradients, fewer positions."""
 
 import copy
 import random
