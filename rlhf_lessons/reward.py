@@ -67,8 +67,8 @@ class RewardConfig:
 
     and PPO on the 1500-ranking reward model answered right 0.96 of held-out fact and advice requests (SFT 0.84),
     against 0.84 on the 1000-ranking one: a reward model that knows right from wrong facts makes a helpful policy.
-    Over seeds 0, 1 and 2 of the whole pipeline (benchmarks/outcomes.py, 1 thread) the default's gap was 0.033, 0.032
-    and 0.038: the SFT model, and so the sampled labels, move with the seed and the thread count.
+    Over seeds 0, 1 and 2 of the whole pipeline (benchmarks/outcomes.py, 1 thread) the default's gap was 0.032, 0.027
+    and 0.036: the SFT model, and so the sampled labels, move with the seed and the thread count.
     The wider world (a grammar of openers and frames) needs more labels than the four-phrasings world did, where
     1000 rankings sufficed. Rankings lose the replies that repeat in them, so 1500 rankings give about 33,000 pairs.
 
