@@ -50,6 +50,9 @@ def lesson_table() -> str:
     for name, what in available_lessons():
         seconds = timings.get("seconds", {}).get(name)
         rows.append(f"| `{name}` | {what} | {f'{seconds:.0f} s' if seconds is not None else 'not measured yet'} |")
+    measured = [timings.get("seconds", {}).get(name) for name, _ in available_lessons()]
+    if measured and None not in measured:
+        rows.append(f"| the whole course | | {sum(measured) / 60:.1f} min |")
     if timings:
         threads = f"{timings['threads']} thread" + ("s" if timings["threads"] != 1 else "")
         rows.append(f"\nMeasured on a {timings['machine']}, {threads}, lessons run in order on a fresh workspace.")
