@@ -59,11 +59,16 @@ def setting_problems(cfg, bounds: dict[str, Bounds]) -> list[str]:
     """One line per bad number in the dataclass `cfg`, like "peak_lr must be a finite number (got nan)".
 
     Every number must be finite; a field whose default is an int must hold a whole number; a field named in
-    `bounds` must hold a number in its range (or None, where None is its default: "not set").
+    `bounds` must hold a number in its range (or None, where None is its default: "not set"); a field whose default
+    is True or False (a switch such as PPOConfig.packed) must hold True or False.
     """
     problems = []
     for field in fields(cfg):
         name, value, default = field.name, getattr(cfg, field.name), field.default
+        if isinstance(default, bool):  # "no" or 0 would otherwise pass silently as a truthy or falsy switch
+            if not isinstance(value, bool):
+                problems.append(f"{name} must be True or False (got {value!r})")
+            continue
         if name not in bounds and not _is_number(value):
             continue  # a string, a flag or None: not this check's business
         if value is None and default is None:

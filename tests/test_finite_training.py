@@ -114,6 +114,8 @@ def test_setting_problems_names_every_bad_field_and_allows_none_where_it_is_the_
     assert problems == ["batch_size must be a whole number (got '8')", "epochs must be a whole number (got True)",
                         "lr must be a finite number (got nan)"]
     assert setting_problems(ppo.PPOConfig(target_kl=None), ppo.PPO_BOUNDS) == []
+    assert setting_problems(ppo.PPOConfig(packed="no", whiten_scores=1), ppo.PPO_BOUNDS) == [
+        "whiten_scores must be True or False (got 1)", "packed must be True or False (got 'no')"]
     assert POSITIVE.describe() == "> 0" and Bounds(0, 1, note="a share").describe() == ">= 0 and <= 1 (a share)"
 
 
