@@ -292,6 +292,11 @@ def cmd_experiment(args) -> dict:
     from .rater_bias import run_bias_experiment, run_mixture_experiment
 
     if args.name == "overopt":
+        given = [flag for flag, value in (("--eval-n", args.eval_n), ("--no-reuse", args.no_reuse)) if value]
+        if given:  # silently ignoring them would let a learner think the run used them
+            raise ConfigError(f"{' and '.join(given)} apply to the bias and mixture sweeps only: the overopt "
+                              "experiment always trains and measures on every held-out request; drop "
+                              f"{'them' if len(given) > 1 else 'it'}")
         return run_overopt_experiment(seed=args.seed, cfg=overopt_config(seed=args.seed))
     run = run_bias_experiment if args.name == "bias" else run_mixture_experiment
     _check_fits_splits(args.eval_n, ("heldout",), "--eval-n")  # before the sweep's minutes of training

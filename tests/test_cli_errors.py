@@ -138,6 +138,18 @@ def test_bad_arguments_stop_before_any_work(argv, names, monkeypatch, capsys):
     assert names in last_json(captured.out)["error"]
 
 
+@pytest.mark.parametrize("flags, says", [(["--eval-n", "5"], "--eval-n apply"),
+                                         (["--no-reuse"], "--no-reuse apply"),
+                                         (["--eval-n", "5", "--no-reuse"], "--eval-n and --no-reuse apply")])
+def test_overopt_refuses_the_flags_of_the_other_sweeps_instead_of_ignoring_them(flags, says, monkeypatch, capsys):
+    from rlhf_lessons import overoptimization
+
+    monkeypatch.setattr(overoptimization, "run_overopt_experiment", must_not_run)
+    assert cli.main(["experiment", "overopt", *flags]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "bias and mixture sweeps only" in err
+
+
 def test_label_out_must_be_a_file_in_a_folder_that_exists(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "cmd_label", must_not_run)
     for out, says in ((tmp_path, "is a folder"), (tmp_path / "no" / "pairs.jsonl", "does not exist")):
