@@ -70,7 +70,7 @@ def setting_problems(cfg, bounds: dict[str, Bounds]) -> list[str]:
                 problems.append(f"{name} must be True or False (got {value!r})")
             continue
         if name not in bounds and not _is_number(value):
-            continue  # a string, a flag or None: not this check's business
+            continue  # a string or None: not this check's business
         if value is None and default is None:
             continue
         counted = isinstance(default, int) and not isinstance(default, bool)
