@@ -345,9 +345,11 @@ def plot_bias(runs: dict, sft: dict | None = None, keys=("over_refusal_rate", "m
 
     names = ([] if sft is None else ["sft"]) + list(runs)
     values = {**({} if sft is None else {"sft": sft}), **runs}
-    fig = Figure(figsize=(3.2 * len(keys), 3.0))
+    cols = min(2, len(keys))  # two panels a row: four in a row are too wide for a notebook
+    rows = -(-len(keys) // cols)
+    fig = Figure(figsize=(3.6 * cols, 2.7 * rows))
     for i, key in enumerate(keys):
-        ax = fig.add_subplot(1, len(keys), i + 1)
+        ax = fig.add_subplot(rows, cols, i + 1)
         ax.bar(names, [values[n][key] for n in names], color=["#999" if n == "sft" else "#69c" for n in names])
         ax.set_title(key, fontsize=9)
         ax.tick_params(labelsize=8, axis="x", rotation=30)
