@@ -217,6 +217,25 @@ def cmd_label(args) -> dict:
     return label(population=args.population, n=args.n, policy=args.policy, seed=args.seed, out=args.out)
 
 
+def cmd_deploy(args) -> dict:
+    from .deploy import DeployConfig, check_deploy_config, deploy
+    from .store import PreferenceStore
+    from .workspace import workspace_dir
+
+    cfg = DeployConfig(sessions=args.sessions, users=args.users, kinds=args.kinds, feedback_rate=args.feedback_rate,
+                       unhappy_factor=args.unhappy_factor, regenerate_rate=args.regenerate_rate,
+                       correction_rate=args.correction_rate, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    check_deploy_config(cfg)  # before loading the model
+    store = PreferenceStore(args.store or workspace_dir() / "product.sqlite")
+    print(f"deploying {args.model} to {cfg.sessions} user sessions", file=sys.stderr, flush=True)
+    result = deploy(args.model, cfg, store=store, name=f"{args.model}, seed {args.seed}")
+    summary = {"model": args.model, "store": str(store.path), "labels": len(result["labels"]),
+               "new_in_store": result["stored"], "pairs_in_store": len(store.pairs()), **result["summary"]}
+    if args.out:
+        summary["out"], summary["pairs_exported"] = args.out, store.export_jsonl(args.out)
+    return summary
+
+
 def cmd_feedback(args) -> dict:
     from . import gold
     from .store import PreferenceStore, terminal_safe
@@ -321,6 +340,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .deploy import DeployConfig
+
+    DEPLOY_DEFAULTS = DeployConfig()  # noqa: N806 - the deploy stage's defaults, shown in its --help
     parser = _Parser(prog="rlhf-lessons", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=_whole_number(1, MAX_THREADS), default=None,
                         help="torch CPU threads (default: $RLHF_LESSONS_THREADS or 2; fewer can be faster on a busy "
@@ -363,6 +385,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=COUNT, default=500, help="number of pairs, at least 1")
     p.add_argument("--policy", default="sft", help="model whose replies are labelled, with base-model replies")
     p.add_argument("--out", type=_output_file, default=None, help="also write the pairs to this JSONL file")
+    p = stage("deploy", cmd_deploy, "ship a model to simulated users and store the feedback they leave (thumbs, "
+                                     "regenerations, corrections) for another round of reward modelling")
+    p.add_argument("--model", default="ppo", help="checkpoint the users talk to (default: the workspace's ppo)")
+    p.add_argument("--sessions", type=COUNT, default=400, help="user sessions, one request each (default: 400)")
+    p.add_argument("--users", default=DEPLOY_DEFAULTS.users,
+                   help=f"the product's users, population:share (default: {DEPLOY_DEFAULTS.users})")
+    p.add_argument("--kinds", default=DEPLOY_DEFAULTS.kinds,
+                   help=f"the product's requests, kind:share (default: {DEPLOY_DEFAULTS.kinds})")
+    for flag, what in (("feedback-rate", "chance that a satisfied user leaves a thumb"),
+                       ("regenerate-rate", "chance that an unhappy user who rates asks for another reply"),
+                       ("correction-rate", "chance that an unhappy user who rates edits the reply instead")):
+        default = getattr(DEPLOY_DEFAULTS, flag.replace("-", "_"))
+        p.add_argument(f"--{flag}", type=_finite_number(0.0, low_allowed=True), default=default,
+                       help=f"{what}, 0 to 1 (default: {default})")
+    p.add_argument("--unhappy-factor", type=_finite_number(1.0, low_allowed=True),
+                   default=DEPLOY_DEFAULTS.unhappy_factor,
+                   help=f"how many times likelier an unhappy user rates, >= 1 (default: {DEPLOY_DEFAULTS.unhappy_factor})")
+    p.add_argument("--max-new-tokens", type=_whole_number(1, MAX_NEW_TOKENS), default=40,
+                   help=f"reply length limit in tokens, 1 to {MAX_NEW_TOKENS} (default: 40)")
+    p.add_argument("--store", default=None, help="label store to add the feedback to (default: the workspace's "
+                                                 "product.sqlite, apart from your own labels)")
+    p.add_argument("--out", type=_output_file, default=None,
+                   help="also export the store's pairs to this JSONL file (for rlhf-lessons reward --prefs FILE)")
     p = stage("feedback", cmd_feedback, "import, export and summarise the preference store")
     p.add_argument("action", choices=["import", "export", "stats"])
     p.add_argument("files", nargs="*", help="JSONL files to import")
