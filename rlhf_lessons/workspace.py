@@ -56,18 +56,19 @@ def learner_id() -> str:
     Two kernels asking at the same moment get the same id: the file is created whole, once (a hard link of a
     finished temporary file, which fails if another process made it first)."""
     path = workspace_dir() / LEARNER_ID_FILE
+    unusable = True  # the file is there, but empty or unreadable as a name: replaced below
     try:
         text = path.read_text(encoding="utf-8").strip()
         if _usable_id(text):
             return text
     except FileNotFoundError:
-        pass
-    except UnicodeDecodeError:  # not text: replaced below
+        unusable = False
+    except UnicodeDecodeError:  # not text
         pass
     tmp = path.with_name(f".{LEARNER_ID_FILE}.{os.getpid()}.tmp")
     tmp.write_text(new_learner_id() + "\n", encoding="utf-8")
     try:
-        if path.exists():  # there, but empty or unreadable as a name: replace it
+        if unusable:  # not `path.exists()`: a file another kernel made since the read above is a good one, kept
             os.replace(tmp, path)
         else:
             try:
