@@ -137,8 +137,7 @@ def cmd_world(args) -> dict:
             print(f"  {gold.gold_score(request, text):+6.2f}  ({style}) {text}")
             shown.append({"kind": kind, "style": style, "gold": round(gold.gold_score(request, text), 3)})
     counts = {kind: len(world.requests(kind=kind)) for kind in world.KIND_NAMES}
-    return {"requests": len(world.requests()), "train": len(world.requests("train")),
-            "heldout": len(world.requests("heldout")),
+    return {"requests": len(world.requests()),
             "by_split": {split: len(world.requests(split)) for split in world.SPLITS}, "by_kind": counts,
             "populations": sorted(gold.POPULATIONS), "examples": shown}
 

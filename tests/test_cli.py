@@ -22,6 +22,7 @@ def run(*args, ok=True):
 def test_world_prints_requests_and_a_json_summary():
     result, summary = run("world", "--seed", "3")
     assert summary["command"] == "world" and summary["requests"] == sum(summary["by_split"].values())
+    assert "train" not in summary and "heldout" not in summary  # said once, in by_split
     assert "User:" in result.stdout
 
 
