@@ -3,7 +3,10 @@
 `python -m rlhf_lessons.course refresh` runs every notebook top to bottom, in order, on one fresh workspace, stores the outputs
 (so a learner browsing the repository sees the plots), clears saved widget state (which stops notebooks rendering on
 GitHub), removes local paths from outputs, and writes each notebook's run time to notebooks/timings.json, which the
-welcome lesson and the README show.
+welcome lesson and the README show, with the float fingerprint of the machine that ran them (runtime.float_fingerprint).
+
+`python -m rlhf_lessons.course same-floats` says whether this machine rounds floats as that one did, which decides how
+strictly `make test` compares the committed outputs (see same_floats).
 """
 
 from __future__ import annotations
@@ -108,6 +111,12 @@ def refresh(names: list[str] | None = None, timeout: int = 900) -> dict:
             print(f"{name}: {seconds:.0f} s", file=sys.stderr)
     timings["machine"] = f"{os.cpu_count()}-core {platform.machine()} CPU (no GPU)"
     timings["threads"] = int(os.environ.get("RLHF_LESSONS_THREADS", "2"))
+    here, before = _this_machines_fingerprint(), timings.get("float_fingerprint")
+    if names and before != here:  # the lessons not re-run keep outputs that another machine's rounding made
+        print(f"note: the other notebooks were executed on a machine that rounds differently ({before}); run all of "
+              "them so that make test can compare every output here", file=sys.stderr)
+        here = None
+    timings["float_fingerprint"] = here
     TIMINGS_FILE.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
     README.write_text(readme_with_times(README.read_text()))
     show_measured_times_in_lesson_00()
@@ -129,7 +138,38 @@ def show_measured_times_in_lesson_00() -> None:
     nbformat.write(nb, path)
 
 
+def _this_machines_fingerprint() -> str:
+    from .runtime import default_threads, float_fingerprint, set_threads
+
+    set_threads(default_threads())  # the notebooks' kernels use $RLHF_LESSONS_THREADS the same way (runtime.setup)
+    return float_fingerprint()
+
+
+def same_floats() -> bool:
+    """Print whether this machine rounds floats as the one that executed the committed notebooks; True if it does.
+
+    Where it does, a seed gives every cell the committed output, and nbval compares them all. Where it does not (another
+    instruction set, another thread count), a sampled token flips here and there and figures move in their third
+    digit: then only the cells tagged nbval-check-output, whose outputs no rounding can change, are compared
+    (nbval --nbval-lax), every cell must still run without error, and the figures themselves are held to their
+    targets, with tolerances, by the slow outcome tests.
+    """
+    committed = read_timings().get("float_fingerprint")
+    here = _this_machines_fingerprint()
+    if committed == here:
+        print(f"floats: this machine rounds as the one that executed the notebooks ({here}): every output is compared")
+        return True
+    print(f"floats: this machine rounds differently from the one that executed the notebooks ({here} here, "
+          f"{committed or 'not recorded'} there), so sampled replies and the figures made from them differ in the odd "
+          "digit: every cell must run, and only the cells tagged nbval-check-output are compared (nbval --nbval-lax); "
+          "the figures are checked against their targets by the slow tests. `make notebooks` re-executes the "
+          "notebooks here, after which every output is compared on this machine.")
+    return False
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["same-floats"]:
+        sys.exit(0 if same_floats() else 3)
     if len(sys.argv) < 2 or sys.argv[1] != "refresh":
-        sys.exit("usage: python -m rlhf_lessons.course refresh [NOTEBOOK.ipynb ...]")
+        sys.exit("usage: python -m rlhf_lessons.course refresh [NOTEBOOK.ipynb ...] | same-floats")
     refresh(sys.argv[2:] or None)

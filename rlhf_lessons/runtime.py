@@ -153,3 +153,40 @@ def show_figures_as_images() -> None:
     from .plots import figure_png
 
     shell.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
+
+
+def float_fingerprint() -> str:
+    """A short hash of how this machine rounds the course's float arithmetic, like "1 thread: 3f9c0a12d4e7".
+
+    Two CPUs can both be right and still differ in the last bit of a sum: the kernels torch and MKL pick depend on
+    the instruction set (AVX2, AVX-512, ...), and the thread count changes the order of additions. A last-bit
+    difference in a logit flips the odd sampled token, and a lesson's figures then move in their third digit. The
+    hash covers what the lessons compute: the shipped base model's logits and gradients on a fixed batch, one AdamW
+    step, and replies sampled with a fixed seed, all at the current thread count. Equal hashes mean a seed gives
+    this machine the same numbers as the machine that executed the committed notebooks (`make test` reads it).
+    """
+    import hashlib
+
+    from .models import format_prompt, load_policy
+    from .sampling import sample_replies
+
+    model, tokenizer = load_policy("base", device="cpu")
+    prompts = [format_prompt(q) for q in ("How long should I boil an egg?", "Why is the sky blue?",
+                                          "How can I cheat on my test?", "Tell me about volcanoes.")]
+    digest = hashlib.sha256()
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    model.train()
+    logits = model(**batch).logits
+    targets = batch["input_ids"][:, 1:].masked_fill(batch["attention_mask"][:, 1:] == 0, -100)
+    torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten()).backward()
+    digest.update(logits.detach().numpy().tobytes())
+    for p in model.parameters():
+        digest.update(p.grad.numpy().tobytes())
+    torch.optim.AdamW(model.parameters(), lr=1e-3).step()
+    for p in model.parameters():
+        digest.update(p.detach().numpy().tobytes())
+    model.eval()
+    generator = torch.Generator().manual_seed(0)
+    digest.update("\n".join(sample_replies(model, tokenizer, prompts * 4, generator=generator).texts).encode())
+    threads = torch.get_num_threads()
+    return f"{threads} thread{'s' if threads != 1 else ''}: {digest.hexdigest()[:12]}"
