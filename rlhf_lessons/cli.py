@@ -387,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("deploy", cmd_deploy, "ship a model to simulated users and store the feedback they leave (thumbs, "
                                      "regenerations, corrections) for another round of reward modelling")
     p.add_argument("--model", default="ppo", help="checkpoint the users talk to (default: the workspace's ppo)")
-    p.add_argument("--sessions", type=COUNT, default=400, help="user sessions, one request each (default: 400)")
+    p.add_argument("--sessions", type=COUNT, default=DEPLOY_DEFAULTS.sessions,
+                   help=f"user sessions, one request each (default: {DEPLOY_DEFAULTS.sessions})")
     p.add_argument("--users", default=DEPLOY_DEFAULTS.users,
                    help=f"the product's users, population:share (default: {DEPLOY_DEFAULTS.users})")
     p.add_argument("--kinds", default=DEPLOY_DEFAULTS.kinds,
@@ -400,9 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"{what}, 0 to 1 (default: {default})")
     p.add_argument("--unhappy-factor", type=_finite_number(1.0, low_allowed=True),
                    default=DEPLOY_DEFAULTS.unhappy_factor,
-                   help=f"how many times likelier an unhappy user rates, >= 1 (default: {DEPLOY_DEFAULTS.unhappy_factor})")
-    p.add_argument("--max-new-tokens", type=_whole_number(1, MAX_NEW_TOKENS), default=40,
-                   help=f"reply length limit in tokens, 1 to {MAX_NEW_TOKENS} (default: 40)")
+                   help="how many times likelier an unhappy user rates, >= 1 "
+                        f"(default: {DEPLOY_DEFAULTS.unhappy_factor})")
+    p.add_argument("--max-new-tokens", type=_whole_number(1, MAX_NEW_TOKENS),
+                   default=DEPLOY_DEFAULTS.max_new_tokens, help=f"reply length limit in tokens, 1 to {MAX_NEW_TOKENS} "
+                                                                f"(default: {DEPLOY_DEFAULTS.max_new_tokens})")
     p.add_argument("--store", default=None, help="label store to add the feedback to (default: the workspace's "
                                                  "product.sqlite, apart from your own labels)")
     p.add_argument("--out", type=_output_file, default=None,

@@ -97,7 +97,8 @@ def deploy(model, cfg: DeployConfig | None = None, store=None, name: str = "depl
     pair) and store the feedback in `store` (a PreferenceStore; None keeps it in memory only).
 
     Returns {"config", "sessions": [one dict per session], "labels": [the feedback, as add_many's dicts], "stored":
-    how many labels were new to the store (None without one), "corrections": [(prompt, edited reply)], "summary": feedback_summary(...)}.
+    how many labels were new to the store (None without one), "corrections": [(prompt, edited reply)],
+    "summary": feedback_summary(...)}.
     """
     from .evaluate import _policy
     from .sampling import sample_in_batches  # here, not at the top: the CLI reads DeployConfig without torch's weight
@@ -126,7 +127,8 @@ def deploy(model, cfg: DeployConfig | None = None, store=None, name: str = "depl
         if thumb == 0 and rng.random() < cfg.correction_rate:
             session.update(feedback="correction", edited=corrected_reply(request, population, rng))
         else:
-            session.update(feedback="thumbs", thumbs=[thumb], regenerated=thumb == 0 and rng.random() < cfg.regenerate_rate)
+            regenerated = thumb == 0 and rng.random() < cfg.regenerate_rate
+            session.update(feedback="thumbs", thumbs=[thumb], regenerated=regenerated)
 
     again = [s for s in sessions if s.get("regenerated")]
     second = sample_in_batches(policy, tokenizer, [s["request"].prompt for s in again], seed=cfg.seed + 1,

@@ -96,7 +96,8 @@ def test_deploy_samples_from_a_real_model(tiny_model, base_tokenizer, tmp_path):
     ({"correction_rate": float("nan")}, "correction_rate must be a finite number"),
 ])
 def test_bad_settings_are_refused_before_any_sampling(settings, says, monkeypatch):
-    monkeypatch.setattr("rlhf_lessons.sampling.sample_in_batches", lambda *a, **k: pytest.fail("sampled despite bad settings"))
+    monkeypatch.setattr("rlhf_lessons.sampling.sample_in_batches",
+                        lambda *a, **k: pytest.fail("sampled despite bad settings"))
     with pytest.raises(ConfigError, match=says):
         deploy.deploy((None, None), DeployConfig(**settings))
 
