@@ -53,11 +53,15 @@ def test_feedback_is_stored_by_the_lesson_03_rules(world_replier, tmp_path):
     cfg = DeployConfig(sessions=800, feedback_rate=0.5, regenerate_rate=0.6, correction_rate=0.3)
     result = deploy.deploy(world_replier, cfg, store=store, name="round-1")
     sessions = result["sessions"]
-    assert len(result["labels"]) == sum(len(s["thumbs"]) + (s["feedback"] == "correction") for s in sessions)
+    compared = [s for s in sessions if s["feedback"] == "comparison" and s["reply"] != s["second_reply"]]
+    assert compared and all(not s["thumbs"] for s in compared)
+    assert len(result["labels"]) == sum(len(s["thumbs"]) + (s["feedback"] == "correction") for s in sessions) + len(
+        compared)
     distinct = {tuple(sorted((k, str(v)) for k, v in label.items() if k != "meta")) for label in result["labels"]}
     assert len(store) == result["stored"] == len(distinct)  # a regenerated reply that came out the same, rated alike
     corrected = [s for s in sessions if s["feedback"] == "correction"]
     assert corrected and all(s["unhappy"] for s in corrected)  # satisfied users do not rewrite replies
+    assert all(s["edited"] != s["reply"] for s in corrected)  # an edit that changes nothing is no pair
     for s in corrected:  # the edit is what this user's population prefers to the original
         assert gold.gold_score(s["request"], s["edited"], s["population"]) >= gold.gold_score(
             s["request"], s["reply"], s["population"])
@@ -66,8 +70,31 @@ def test_feedback_is_stored_by_the_lesson_03_rules(world_replier, tmp_path):
     # thumbs make pairs only within one user's ratings of one request: a regenerated reply rated otherwise
     differing = [s for s in sessions if len(set(s["thumbs"])) == 2 and s["reply"] != s["second_reply"]]
     pairs = store.pairs()
-    assert len(pairs) == len(corrected) + len(differing) and differing
+    assert len(pairs) == len(corrected) + len(differing) + len(compared) and differing
     assert {p["rater"] for p in pairs} <= {s["user"] for s in sessions if s["feedback"]}
+
+
+def test_a_user_asked_to_compare_picks_what_their_population_prefers(world_replier):
+    """Every user who rates may be shown two replies (satisfied ones too, unlike regenerations and corrections):
+    the choice follows the user's own gold rater, noisily, and the chosen reply becomes the pair's winner."""
+    result = deploy.deploy(world_replier, DeployConfig(sessions=4000, feedback_rate=0.5, compare_rate=1.0))
+    compared = [s for s in result["sessions"] if s["feedback"] == "comparison" and s["reply"] != s["second_reply"]]
+    assert any(not s["unhappy"] for s in compared)
+    agree = [s["choice"] == (0 if gold.gold_score(s["request"], s["reply"], s["population"])
+                             > gold.gold_score(s["request"], s["second_reply"], s["population"]) else 1)
+             for s in compared if gold.gold_score(s["request"], s["reply"], s["population"])
+             != gold.gold_score(s["request"], s["second_reply"], s["population"])]
+    assert len(agree) > 200 and 0.7 < sum(agree) / len(agree) < 0.99  # mostly their taste, not always
+    assert result["summary"]["comparisons"] == sum(s["feedback"] == "comparison" for s in result["sessions"])
+
+
+def test_a_deployment_reuses_replies_already_sampled_for_the_same_sessions(world_replier):
+    cfg = DeployConfig(sessions=300)
+    first = deploy.deploy(world_replier, cfg)
+    again = deploy.deploy(world_replier, cfg, first_replies=[s["reply"] for s in first["sessions"]])
+    assert again["labels"] == first["labels"]
+    with pytest.raises(ValueError, match="299 first replies for 300 sessions"):
+        deploy.deploy(world_replier, cfg, first_replies=[s["reply"] for s in first["sessions"]][:-1])
 
 
 def test_a_seed_repeats_the_deployment(world_replier):
