@@ -496,10 +496,11 @@ def grouped_batches(pairs: list[dict], batch_size: int, rng: random.Random) -> l
 def train_reward(cfg: RewardConfig, pairs: list[dict], init: str | Path = "sft", out_dir: str | Path | None = None,
                  on_step=None, heldout: list[dict] | None = None, reference: list[tuple[str, str]] | None = None,
                  population: str = "balanced", manifest: dict | None = None, progress: bool = True,
-                 device=None) -> dict:
+                 device=None, start: str | Path | None = None) -> dict:
     """Train a Bradley-Terry reward model on `pairs` ({"prompt", "chosen", "rejected"} dicts).
 
     init: checkpoint whose transformer starts the RM (the SFT model). on_step(step, loss, acc) after every step.
+    start: a reward model to go on training instead (head included): last round's, updated with new feedback.
     heldout: labelled pairs (labeling.simulate_labels) to measure; reference: (prompt, reply) pairs sampled from
     the reference policy, whose scores are normalised to mean 0, std 1 (without it: none, gain 1, bias 0).
     out_dir: where to save (models.save_checkpoint with a manifest); None keeps it in memory only.
@@ -512,7 +513,10 @@ def train_reward(cfg: RewardConfig, pairs: list[dict], init: str | Path = "sft",
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     device = pick_device(device)
-    rm, tokenizer = reward_model_from(init, seed=cfg.seed, device=device)
+    if start is not None:
+        rm, tokenizer = load_reward_model(start, device=device)
+    else:
+        rm, tokenizer = reward_model_from(init, seed=cfg.seed, device=device)
     limit = rm.config.n_positions
     texts, pair_ids = index_replies(pairs)
     rankings = [("group", p["group"]) if "group" in p else ("pair", i) for i, p in enumerate(pairs)]
@@ -607,7 +611,8 @@ def _stored_pairs(population: str, store=None) -> list[dict]:
 def run_reward_stage(prefs: list[str | Path] | None = None, population: str = "balanced", n: int | None = None,
                      init: str | Path = "sft", out: str | Path | None = None, seed: int = 0,
                      cfg: RewardConfig | None = None, store=None, use_store: bool = True, on_step=None,
-                     progress: bool = True, device=None, return_labels: bool = False) -> dict:
+                     progress: bool = True, device=None, return_labels: bool = False,
+                     start: str | Path | None = None) -> dict:
     """`rlhf-lessons reward`: label, train, measure and save a reward model.
 
     Training pairs: about `n` fresh pairs (default cfg.n_pairs) from rankings of cfg.k replies (half from the init
@@ -618,6 +623,7 @@ def run_reward_stage(prefs: list[str | Path] | None = None, population: str = "b
     The RM starts from `init` (the workspace's SFT model, trained first if missing) and is saved to `out` (default:
     the workspace's `rm`). `seconds` counts labelling, training and measuring, not building a missing SFT.
     return_labels: also return the fresh "train_labels" and "heldout_labels" (for coverage_experiment; not JSON).
+    start: a reward model checkpoint to go on training (train_reward's start) rather than a fresh head on `init`.
     """
     from .labeling import sample_pairs, sample_rankings, simulate_labels, simulate_rankings, training_pairs
     from .store import read_label_file
@@ -669,7 +675,9 @@ def run_reward_stage(prefs: list[str | Path] | None = None, population: str = "b
     out_dir = Path(out) if out is not None else stage_dir("rm")
     result = train_reward(cfg, pairs, init=init_path, out_dir=out_dir, on_step=on_step, heldout=heldout_labels,
                           reference=reference, population=population, progress=progress, device=device,
+                          start=start,
                           manifest={"populations": [population], "init_name": str(init),
+                                    "start": None if start is None else str(start),
                                     "fresh_pairs": len(train_labels), "other_pairs": len(kept),
                                     "prefs": [str(p) for p in prefs or []], "command": "rlhf-lessons reward"})
     summary = {k: v for k, v in result.items() if k not in ("model", "tokenizer")}

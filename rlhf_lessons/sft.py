@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from . import world
 from .config_checks import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, SEED, refuse_bad_settings, setting_problems
+from .errors import CourseError
 from .models import encode_example, load_policy, save_checkpoint
 from .optim import check_finite_step, lr_at, make_adamw, set_lr
 from .packing import hidden_states
@@ -105,9 +106,16 @@ def batch_loss(model, batch: dict[str, torch.Tensor], packed: bool = True) -> to
     return F.cross_entropy(model.lm_head(hidden[learned]), targets[learned])  # the mean over learned tokens
 
 
-def demonstration_pairs(cfg: SFTConfig) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(train, eval) lists of (prompt, reply) demonstrations, split at random by the seed."""
-    pairs = [(r.prompt, reply) for r, reply in world.demonstrations(cfg.n_demonstrations)]
+def demonstration_pairs(cfg: SFTConfig, examples: list[tuple[str, str]] | None = None
+                        ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(train, eval) lists of (prompt, reply) demonstrations, split at random by the seed.
+
+    examples: demonstrations to use instead of the world's cfg.n_demonstrations (say, the chosen replies of
+    preference pairs: round_two.chosen_demonstrations)."""
+    pairs = list(examples) if examples is not None else [(r.prompt, reply)
+                                                         for r, reply in world.demonstrations(cfg.n_demonstrations)]
+    if len(pairs) < 2:
+        raise CourseError(f"{len(pairs)} demonstration(s): SFT needs two at least (one is held out to measure)")
     random.Random(cfg.seed).shuffle(pairs)
     n_eval = max(1, int(len(pairs) * cfg.eval_fraction))
     return pairs[n_eval:], pairs[:n_eval]
@@ -122,8 +130,9 @@ def eval_loss(model, tokenizer, examples: list[tuple[str, str]], batch_size: int
 
 
 def train_sft(cfg: SFTConfig | None = None, base: str = "base", out_dir: str | Path | None = None,
-              on_step=None) -> dict:
-    """Fine-tune checkpoint `base` on the demonstrations; save to `out_dir` (default: the workspace's `sft`).
+              on_step=None, examples: list[tuple[str, str]] | None = None) -> dict:
+    """Fine-tune checkpoint `base` on the demonstrations (or on `examples`, (prompt, reply) pairs); save to
+    `out_dir` (default: the workspace's `sft`).
 
     on_step(step, train_loss, eval_loss_or_None) is called after every optimiser step (notebooks draw live curves).
     Returns {"out", "train_loss", "eval_loss", "eval_loss_before", "steps", "seconds"}.
@@ -133,7 +142,7 @@ def train_sft(cfg: SFTConfig | None = None, base: str = "base", out_dir: str | P
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_policy(base)
-    train, held = demonstration_pairs(cfg)
+    train, held = demonstration_pairs(cfg, examples)
     before = eval_loss(model, tokenizer, held)
     optimizer = make_adamw(model, cfg.peak_lr, cfg.weight_decay)
     steps_per_epoch = -(-len(train) // cfg.batch_size)
@@ -166,7 +175,8 @@ def train_sft(cfg: SFTConfig | None = None, base: str = "base", out_dir: str | P
     seconds = round(time.time() - t0, 1)
     out = Path(out_dir) if out_dir is not None else stage_dir("sft")
     summary = {"out": str(out), "train_loss": round(running, 4), "eval_loss": round(final_eval, 4),
-               "eval_loss_before": round(before, 4), "steps": step, "seconds": seconds}
+               "eval_loss_before": round(before, 4), "steps": step, "train_examples": len(train),
+               "seconds": seconds}
     save_checkpoint(model, tokenizer, out, {"stage": "sft", "base": str(base), "config": asdict(cfg), **summary,
                                             "command": "rlhf-lessons sft"})
     return summary
