@@ -205,7 +205,13 @@ def cmd_sft(args) -> dict:
     cfg = SFTConfig(seed=args.seed)
     if args.epochs is not None:
         cfg.epochs = args.epochs
-    return train_sft(cfg, base=args.base, out_dir=args.out)
+    examples = None
+    if args.chosen:  # fine-tuning on preferences: the chosen reply of every pair, as a demonstration
+        from .round_two import chosen_demonstrations
+        from .store import read_label_file
+
+        examples = chosen_demonstrations([p for path in args.chosen for p in read_label_file(path)])
+    return train_sft(cfg, base=args.base, out_dir=args.out, examples=examples)
 
 
 def cmd_label(args) -> dict:
@@ -223,7 +229,8 @@ def cmd_deploy(args) -> dict:
 
     cfg = DeployConfig(sessions=args.sessions, users=args.users, kinds=args.kinds, feedback_rate=args.feedback_rate,
                        unhappy_factor=args.unhappy_factor, regenerate_rate=args.regenerate_rate,
-                       correction_rate=args.correction_rate, max_new_tokens=args.max_new_tokens, seed=args.seed)
+                       correction_rate=args.correction_rate, compare_rate=args.compare_rate, heard=args.heard,
+                       max_new_tokens=args.max_new_tokens, seed=args.seed)
     check_deploy_config(cfg)  # before loading the model
     store = PreferenceStore(args.store or workspace_dir() / "product.sqlite")
     print(f"deploying {args.model} to {cfg.sessions} user sessions", file=sys.stderr, flush=True)
@@ -268,7 +275,7 @@ def cmd_reward(args) -> dict:
     for path in args.prefs or ():  # a bad file fails now, not after minutes of building and sampling
         read_label_file(path)
     return run_reward_stage(prefs=args.prefs, population=args.population, n=args.n, init=args.init, out=args.out,
-                            seed=args.seed)
+                            seed=args.seed, start=args.start)
 
 
 def cmd_ppo(args) -> dict:
@@ -309,6 +316,14 @@ def cmd_experiment(args) -> dict:
     from .overoptimization import overopt_config, run_overopt_experiment
     from .rater_bias import run_bias_experiment, run_mixture_experiment
 
+    if args.name == "round-two":
+        from .round_two import RoundTwoConfig, run_round_two, short_summary
+
+        if args.no_reuse:
+            raise ConfigError("--no-reuse applies to the bias and mixture sweeps only: round-two always deploys and "
+                              "trains afresh; drop it")
+        _check_fits_splits(args.eval_n, ("heldout", "unseen-phrasing", "unseen-subject"), "--eval-n")
+        return short_summary(run_round_two(RoundTwoConfig(eval_n=args.eval_n, seed=args.seed)))
     if args.name == "overopt":
         given = [flag for flag, value in (("--eval-n", args.eval_n), ("--no-reuse", args.no_reuse)) if value]
         if given:  # silently ignoring them would let a learner think the run used them
@@ -339,7 +354,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .deploy import DeployConfig
+    from .deploy import HEARD, DeployConfig
 
     DEPLOY_DEFAULTS = DeployConfig()  # noqa: N806 - the deploy stage's defaults, shown in its --help
     parser = _Parser(prog="rlhf-lessons", description=__doc__.splitlines()[0])
@@ -379,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder to write into (default: the workspace's sft)")
     p.add_argument("--epochs", type=COUNT, default=None, help="passes over the demonstrations, at least 1 "
                                                                 "(default: 5)")
+    p.add_argument("--chosen", nargs="+", default=None, metavar="PAIRS.jsonl",
+                   help="train on the chosen replies of these preference files instead of the world's "
+                        "demonstrations (SFT on preferences, lesson 07)")
     p = stage("label", cmd_label, "simulated raters of a population label pairs of sampled replies")
     p.add_argument("--population", type=_population, default="balanced", help="balanced, cautious, verbose or terse")
     p.add_argument("--n", type=COUNT, default=500, help="number of pairs, at least 1")
@@ -395,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the product's requests, kind:share (default: {DEPLOY_DEFAULTS.kinds})")
     for flag, what in (("feedback-rate", "chance that a satisfied user leaves a thumb"),
                        ("regenerate-rate", "chance that an unhappy user who rates asks for another reply"),
-                       ("correction-rate", "chance that an unhappy user who rates edits the reply instead")):
+                       ("correction-rate", "chance that an unhappy user who rates edits the reply instead"),
+                       ("compare-rate", "chance that a user who rates is asked to pick between two replies")):
         default = getattr(DEPLOY_DEFAULTS, flag.replace("-", "_"))
         p.add_argument(f"--{flag}", type=_finite_number(0.0, low_allowed=True), default=default,
                        help=f"{what}, 0 to 1 (default: {default})")
@@ -403,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
                    default=DEPLOY_DEFAULTS.unhappy_factor,
                    help="how many times likelier an unhappy user rates, >= 1 "
                         f"(default: {DEPLOY_DEFAULTS.unhappy_factor})")
+    p.add_argument("--heard", choices=HEARD, default=DEPLOY_DEFAULTS.heard,
+                   help=f"who can leave feedback: everyone, only unhappy users, or one population's users (default: "
+                        f"{DEPLOY_DEFAULTS.heard})")
     p.add_argument("--max-new-tokens", type=_whole_number(1, MAX_NEW_TOKENS),
                    default=DEPLOY_DEFAULTS.max_new_tokens, help=f"reply length limit in tokens, 1 to {MAX_NEW_TOKENS} "
                                                                 f"(default: {DEPLOY_DEFAULTS.max_new_tokens})")
@@ -423,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of fresh simulated pairs (0: train on --prefs and the store's labels only)")
     p.add_argument("--init", type=_reward_init, default="sft",
                    help="checkpoint whose backbone starts the reward model (not base)")
+    p.add_argument("--start", default=None, help="a reward model to go on training (say rm, last round's) instead "
+                                                 "of a fresh head on --init")
     p.add_argument("--out", type=_output_folder, default=None,
                    help="folder to write into (default: the workspace's rm)")
     p = stage("ppo", cmd_ppo, "fine-tune the policy with PPO against the reward model")
@@ -450,10 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("experiment", cmd_experiment,
               "lesson 06's full sweeps, written to <workspace>/experiments/NAME.json: overopt (best-of-n and PPO "
               "without a KL leash), bias (balanced, cautious and verbose raters), mixture (balanced and cautious "
-              "raters in shares 0 to 1)")
-    p.add_argument("name", choices=["overopt", "bias", "mixture"])
-    p.add_argument("--eval-n", type=COUNT, default=None, help="bias, mixture: held-out requests to measure on "
-                                                            "(default: all)")
+              "raters in shares 0 to 1); and lesson 07's round-two (deploy the workspace's ppo, train a second round "
+              "on its users' feedback for four ways of hearing them, and fine-tune on the chosen replies)")
+    p.add_argument("name", choices=["overopt", "bias", "mixture", "round-two"])
+    p.add_argument("--eval-n", type=COUNT, default=None, help="bias, mixture, round-two: requests per evaluation "
+                                                            "split to measure on (default: the evaluation sets)")
     p.add_argument("--no-reuse", action="store_true", help="bias, mixture: train again even when a run with the "
                                                            "same settings is saved")
     p = stage("pipeline", cmd_pipeline, "base -> SFT -> simulated labels -> reward model -> PPO -> evaluation, "
