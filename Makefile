@@ -87,12 +87,13 @@ chromium:
 	fi
 
 # Two streams side by side, one CPU thread each (a 2-core machine runs them in about half the time of one
-# after the other). Stream 1, in the background: the slow default-settings outcome tests of the yardstick and of
-# lesson 06's rater pools (minutes each). Stream 2: the fast tests, every notebook under nbval (in order, in one
-# fresh workspace, as a learner runs them), then the rest of the slow tests. The costly builds both need (the
-# default SFT -> reward model -> PPO run, the rater pools) are made once: stream 1 builds them first and stream 2
-# reads them (RLHF_LESSONS_SHARED_RUNS, tests/conftest.py). The two selections are complements (SLOW_STREAM_1),
-# so every slow test runs exactly once; --durations in the log shows where each stream's time went.
+# after the other). Stream 1, in the background: the slow default-settings outcome tests of the yardstick, of
+# lesson 06's rater pools and of its unleashed PPO run (minutes each). Stream 2: the fast tests, every notebook
+# under nbval (in order, in one fresh workspace, as a learner runs them), then the rest of the slow tests. The
+# costly builds both need (the default SFT -> reward model -> PPO run, the rater pools) are made once: stream 1
+# builds them first and stream 2 reads them (RLHF_LESSONS_SHARED_RUNS, tests/conftest.py). The two selections are
+# complements (SLOW_STREAM_1), so every slow test runs exactly once; --durations in the log shows where each
+# stream's time went.
 # How strictly the notebooks' outputs are compared depends on the CPU: `course same-floats` says whether this machine
 # rounds floats as the one that executed the committed notebooks did (every output compared) or not (every cell
 # must run; only cells tagged nbval-check-output are compared, --nbval-lax). See rlhf_lessons/course.py.
@@ -100,7 +101,7 @@ chromium:
 # the inline backend that puts plots into the outputs nbval compares. (Exit 5, nothing selected, is fine.)
 # With PYTEST_ARGS the tests run as one stream, e.g. make test PYTEST_ARGS="-m 'not slow'" or PYTEST_ARGS=-x.
 TEST_THREADS ?= 1
-SLOW_STREAM_1 := (test_outcomes or test_rater_bias) and not verbose
+SLOW_STREAM_1 := (test_outcomes or test_rater_bias or test_unleashed_ppo) and not verbose
 SLOW := -q -p no:cacheprovider --durations=12 -m 'slow and not open_issue'
 test: setup chromium
 	@rm -rf $(TEST_HOME) && mkdir -p $(TEST_HOME)

@@ -393,7 +393,7 @@ def plot_served(runs: dict):
     fig = Figure(figsize=(4.2 * len(splits), 3.4))
     width = 0.8 / len(trained)
     for col, split in enumerate(splits):
-        ax = fig.add_subplot(1, len(splits), col + 1)
+        ax = fig.add_subplot(1, len(splits), col + 1, sharey=fig.axes[0] if fig.axes else None)  # one scale
         for i, (name, run) in enumerate(trained.items()):
             ax.bar([g + (i - (len(trained) - 1) / 2) * width for g in range(len(groups))],
                    [run["served"][split][group] for group in groups], width=width, color=colours[i % len(colours)],

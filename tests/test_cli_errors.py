@@ -225,7 +225,7 @@ def test_sft_epochs_are_passed_on_and_zero_is_refused(monkeypatch, capsys):
     from rlhf_lessons import sft
 
     configs = []
-    monkeypatch.setattr(sft, "train_sft", lambda cfg, base, out_dir: configs.append(cfg) or {})
+    monkeypatch.setattr(sft, "train_sft", lambda cfg, base, out_dir, examples: configs.append(cfg) or {})
     assert cli.main(["sft", "--epochs", "2"]) == 0 and cli.main(["sft"]) == 0
     assert [cfg.epochs for cfg in configs] == [2, sft.SFTConfig().epochs]
     assert cli.main(["sft", "--epochs", "0"]) == 2

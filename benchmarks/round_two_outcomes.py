@@ -1,0 +1,160 @@
+"""Does a second round on a product's feedback hold across seeds? Lesson 07's experiment at full size, per seed.
+
+    python benchmarks/round_two_outcomes.py --seeds 0,1,2 --jobs 2 --round-one /tmp/r2  # ~25 min a seed, 1 core
+
+Each seed trains round one as lesson 05 does (SFT, the reward model of 1500 rankings, PPO; `--round-one DIR` reuses
+DIR/seed-N/{sft,rm,ppo} where they exist, and the summary DIR/round-two-seed-N.json of a seed already run), then
+runs `round_two.run_round_two(RoundTwoConfig(seed=N))`: a deployment of 20,000 sessions heard four ways, a reward
+model and PPO per way against the control (the same PPO on the round-one reward model), and SFT on the chosen
+replies against reward model + PPO at matched cost. Two tables come out, with
+a column per seed and the spread: round two minus the control, per population of the users and split; and RLHF
+against SFT on the chosen replies. Written to benchmarks/round_two_outcomes.md (figures: round_two_outcomes.json).
+Nothing in them is typed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def round_one(folder: Path, seed: int) -> None:
+    """SFT, reward model and PPO at the lessons' defaults into folder, unless they are there already."""
+    from rlhf_lessons.ppo import PPOConfig, train_ppo
+    from rlhf_lessons.reward import run_reward_stage
+    from rlhf_lessons.sft import SFTConfig, train_sft
+
+    if not (folder / "sft" / "config.json").exists():
+        train_sft(SFTConfig(seed=seed), out_dir=folder / "sft")
+    if not (folder / "rm" / "config.json").exists():
+        run_reward_stage(init=folder / "sft", out=folder / "rm", seed=seed, use_store=False, progress=False)
+    if not (folder / "ppo" / "config.json").exists():
+        train_ppo(PPOConfig(seed=seed), policy=str(folder / "sft"), reward=str(folder / "rm"), out_dir=folder / "ppo")
+
+
+def run_seed(seed: int, folder: Path) -> dict:
+    import torch
+
+    from rlhf_lessons.round_two import RoundTwoConfig, run_round_two
+
+    round_one(folder, seed)
+    summary = run_round_two(RoundTwoConfig(seed=seed), round_one=str(folder / "ppo"), round_one_rm=str(folder / "rm"),
+                            sft=str(folder / "sft"), out=folder / "round_two")
+    summary["threads"] = torch.get_num_threads()
+    return summary
+
+
+def _cells(values: list[float]) -> str:
+    spread = f" | {max(values) - min(values):.3f}" if len(values) > 1 else " | "
+    return " | ".join(f"{v:+.3f}" for v in values) + spread
+
+
+def markdown(runs: dict[int, dict], command: str) -> str:
+    seeds = sorted(runs)
+    first = runs[seeds[0]]
+    variants = [v for v in first["runs"] if all(runs[s]["runs"][v].get("trained") for s in seeds)]
+    splits = list(first["control"]["served_vs_round_one"])
+    groups = list(first["control"]["served_vs_round_one"][splits[0]])
+    head = "| " + " | ".join(f"seed {s}" for s in seeds) + " | spread |"
+    lines = [f"Measured by `{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {first['threads']} "
+             f"thread(s) per seed). Users: {first['users']}; {first['config']['deploy']['sessions']} sessions; "
+             f"round two = the round-one reward model trained on the feedback's pairs, then "
+             f"{first['config']['ppo']['updates']} PPO updates from round one.", "",
+             "Change in mean gold score, round two minus the control (the same extra PPO without the users' "
+             "feedback), by the users' population; `product` weights the populations by their share of the users:",
+             "", "| heard | pairs (per seed) | split | population " + head,
+             "|---|---|---|---|" + "---|" * (len(seeds) + 1)]
+    for variant in variants:
+        pairs = "/".join(str(runs[s]["runs"][variant]["pairs"]) for s in seeds)
+        for split in splits:
+            for group in groups:
+                values = [runs[s]["runs"][variant]["served"][split][group] for s in seeds]
+                lines.append(f"| {variant} | {pairs} | {split} | {group} | {_cells(values)} |")
+    lines += ["", "The control itself against round one (what more PPO does without new feedback):", "",
+              "| split | population " + head, "|---|---|" + "---|" * (len(seeds) + 1)]
+    for split in splits:
+        for group in groups:
+            values = [runs[s]["control"]["served_vs_round_one"][split][group] for s in seeds]
+            lines.append(f"| {split} | {group} | {_cells(values)} |")
+    compared = [v for v in variants if all("sft_on_chosen" in runs[s]["runs"][v] for s in seeds)]
+    if compared:
+        v = compared[0]
+        lines += ["", f"RLHF (reward model + PPO) against SFT on the chosen replies of the same pairs ({v}), at "
+                  "matched training sequences; gold is the users' share-weighted mean:", "",
+                  "| split | measure " + head, "|---|---|" + "---|" * (len(seeds) + 1)]
+        for split in splits:
+            for key in ("rlhf_gold", "sft_gold", "rlhf_win_rate"):
+                values = [runs[s]["runs"][v]["sft_on_chosen"]["verdict"]["by_split"][split][key] for s in seeds]
+                lines.append(f"| {split} | {key} | {_cells(values)} |")
+        costs = "; ".join(f"seed {s}: {runs[s]['runs'][v]['sft_on_chosen']['cost']}" for s in seeds)
+        lines += ["", "Verdicts, one per seed (computed by round_two.rlhf_vs_sft_verdict):", ""]
+        lines += [f"- seed {s}: {runs[s]['runs'][v]['sft_on_chosen']['verdict']['sentence']}" for s in seeds]
+        lines += ["", f"Training cost: {costs}."]
+    lines += ["", "Seconds per seed (round two only): " + ", ".join(f"seed {s} {runs[s]['seconds']}" for s in seeds)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run at once, each in its own process")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads per seed (default: cores / jobs)")
+    parser.add_argument("--round-one", default=None, help="folder whose seed-N/{sft,rm,ppo} are reused (and where "
+                                                          "missing ones are trained; default: a temporary folder)")
+    parser.add_argument("--one-seed-json", default=None, help=argparse.SUPPRESS)  # a worker of --jobs
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    threads = args.threads or max(1, (os.cpu_count() or 2) // max(args.jobs, 1))
+    out = Path(args.round_one) if args.round_one else Path(tempfile.mkdtemp(prefix="rlhf-round-two-"))
+    os.environ.setdefault("RLHF_LESSONS_HOME", str(out / "workspace"))
+
+    if args.one_seed_json:  # worker: one seed, its summary to a file
+        import torch
+
+        torch.set_num_threads(threads)
+        Path(args.one_seed_json).write_text(json.dumps(run_seed(seeds[0], out / f"seed-{seeds[0]}"), default=str))
+        return
+
+    runs: dict[int, dict] = {}
+    t0 = time.time()
+    pending = list(seeds)
+    while pending:
+        batch, pending = pending[:args.jobs], pending[args.jobs:]
+        procs = []
+        for seed in batch:
+            target = out / f"round-two-seed-{seed}.json"
+            if target.exists():  # a seed run before into this --round-one folder: read, not run again
+                runs[seed] = json.loads(target.read_text())
+                print(f"seed {seed}: reusing {target}", file=sys.stderr)
+                continue
+            cmd = [sys.executable, __file__, "--seeds", str(seed), "--threads", str(threads), "--round-one", str(out),
+                   "--one-seed-json", str(target)]
+            log = out / f"round-two-seed-{seed}.log"
+            print(f"seed {seed}: running ({threads} thread(s)), log in {log}", file=sys.stderr)
+            procs.append((seed, target, log, subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT)))
+        for seed, target, log, proc in procs:
+            if proc.wait() != 0:
+                sys.exit(f"seed {seed} failed: see {log}")
+            runs[seed] = json.loads(target.read_text())
+            print(f"seed {seed}: done ({time.time() - t0:.0f} s so far)", file=sys.stderr)
+
+    command = "python benchmarks/round_two_outcomes.py --seeds " + ",".join(map(str, seeds)) + (
+        f" --jobs {args.jobs}" if args.jobs > 1 else "")
+    table = markdown(runs, command)
+    print(table)
+    (HERE / "round_two_outcomes.md").write_text(table)
+    figures = json.dumps({str(s): runs[s] for s in sorted(runs)}, indent=1, default=str)
+    (HERE / "round_two_outcomes.json").write_text(figures.replace(str(out), "<out>") + "\n")
+    print(json.dumps({"seeds": seeds, "seconds": round(time.time() - t0, 1)}))
+
+
+if __name__ == "__main__":
+    main()
