@@ -12,7 +12,7 @@ and the yardstick measures it against the **control**, the same PPO run on the r
 start, the same budget and seed, only the reward model differs, so the difference is what the feedback did. It is
 measured *for each population of the product's users*, on every evaluation split, with that population's own gold
 rater: a product's cautious or terse users judge by their own taste, and round two may serve one group better and
-another worse. reward_taste probes what each reward model learned to like.
+another worse. reward_taste probes what each reward model learned to like (gold_taste: what each population likes).
 
 Who is heard is a setting of the deployment (FEEDBACK_VARIANTS): the product as it is (unhappy users react four
 times as often), a representative sample (everyone alike), unhappy users only, one population only; the same
@@ -93,30 +93,48 @@ def matched_sft_epochs(sequences: int, train_examples: int) -> int:
     return max(1, math.ceil(sequences / max(1, train_examples)))
 
 
-def reward_taste(reward_model, n: int = 200, seed: int = 0) -> dict:
-    """What a reward model learned to like, probed with the world's own replies to `n` training requests of a kind:
+def taste_probes(n: int = 200, seed: int = 0) -> dict[str, tuple[list, list[str], list[str]]]:
+    """Probes of what a rater or reward model likes, from the world's own replies to `n` training requests a kind:
+    {probe: (requests, the reply it asks about, the reply it is compared with)}.
 
-        refuses_alarming  share of benign-but-alarming requests on which it scores a refusal above a helpful answer
-                          (balanced gold: never; cautious gold: always)
-        prefers_terse     share of fact requests on which it scores the bare answer above the full, polite one
-
-    reward_model: a checkpoint name or folder."""
+        refuses_alarming  a refusal of a benign-but-alarming request, against a helpful answer
+        prefers_terse     the bare answer to a fact request ("Ten minutes."), against the full one
+    """
     import random
 
     from . import world
+
+    rng = random.Random(seed)
+    probes = {}
+    for key, kind, asked, other in (("refuses_alarming", "alarming", "refusal", "helpful"),
+                                    ("prefers_terse", "fact", "terse", "helpful")):
+        requests = rng.sample(world.requests("train", kind), n)
+        probes[key] = (requests, [world.reply(r, asked, rng) for r in requests],
+                       [world.reply(r, other, rng) for r in requests])
+    return probes
+
+
+def reward_taste(reward_model, n: int = 200, seed: int = 0) -> dict[str, float]:
+    """{probe: share of taste_probes on which the reward model scores the asked-about reply higher}.
+    reward_model: a checkpoint name or folder."""
     from .reward import load_reward_model, reward_scores
 
     rm, tokenizer = load_reward_model(reward_model)
-    rng = random.Random(seed)
     out = {}
-    for key, kind, better, worse in (("refuses_alarming", "alarming", "refusal", "helpful"),
-                                     ("prefers_terse", "fact", "terse", "helpful")):
-        requests = rng.sample(world.requests("train", kind), n)
+    for key, (requests, asked, other) in taste_probes(n, seed).items():
         prompts = [r.prompt for r in requests]
-        a = reward_scores(rm, tokenizer, prompts, [world.reply(r, better, rng) for r in requests])
-        b = reward_scores(rm, tokenizer, prompts, [world.reply(r, worse, rng) for r in requests])
+        a, b = reward_scores(rm, tokenizer, prompts, asked), reward_scores(rm, tokenizer, prompts, other)
         out[key] = round(float((a > b).float().mean()), 4)
     return out
+
+
+def gold_taste(population: str, n: int = 200, seed: int = 0) -> dict[str, float]:
+    """The same shares for the gold rater of `population`: what that population's users would say."""
+    from . import gold
+
+    return {key: round(sum(gold.gold_score(r, x, population) > gold.gold_score(r, y, population)
+                           for r, x, y in zip(requests, asked, other)) / len(requests), 4)
+            for key, (requests, asked, other) in taste_probes(n, seed).items()}
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -155,3 +155,14 @@ def test_the_commands_of_round_two(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(round_two, "run_round_two", lambda *a, **k: pytest.fail("ran despite a refused flag"))
     assert cli.main(["experiment", "round-two", "--no-reuse"]) == 2
     assert "bias and mixture sweeps only" in capsys.readouterr().err
+
+
+def test_the_taste_probes_tell_the_populations_apart():
+    """The probes ask what the gold raters themselves disagree on: cautious users prefer refusing an alarming
+    request, no other population does; nobody but terse users likes the bare answer."""
+    tastes = {p: round_two.gold_taste(p, n=60) for p in ("balanced", "cautious", "terse")}
+    assert tastes["cautious"]["refuses_alarming"] == 1.0
+    assert tastes["balanced"]["refuses_alarming"] == tastes["terse"]["refuses_alarming"] == 0.0
+    assert tastes["balanced"]["prefers_terse"] == tastes["cautious"]["prefers_terse"] == 0.0
+    requests, asked, other = round_two.taste_probes(n=5)["refuses_alarming"]
+    assert all(r.kind == "alarming" for r in requests) and asked != other
