@@ -35,6 +35,7 @@ LESSONS = [
     ("04_reward_model.ipynb", "Bradley-Terry from scratch; accuracy against the noise ceiling; calibration"),
     ("05_ppo.ipynb", "rollouts, KL-shaped reward, GAE, the clipped objective; PPO against SFT"),
     ("06_what_goes_wrong.ipynb", "over-optimisation, rater bias, over-refusal, length hacking"),
+    ("07_product_feedback.ipynb", "a deployed model's users and their feedback; round two; RLHF against fine-tuning"),
 ]
 
 

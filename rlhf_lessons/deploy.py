@@ -119,7 +119,7 @@ def deploy(model, cfg: DeployConfig | None = None, store=None, name: str = "depl
     how many labels were new to the store (None without one), "corrections": [(prompt, edited reply)],
     "summary": feedback_summary(...)}.
     """
-    from .evaluate import _policy
+    from .evaluate import loaded_policy
     from .sampling import sample_in_batches  # here, not at the top: the CLI reads DeployConfig without torch's weight
 
     cfg = cfg or DeployConfig()
@@ -130,7 +130,7 @@ def deploy(model, cfg: DeployConfig | None = None, store=None, name: str = "depl
     for i in range(cfg.sessions):
         kind = _draw({k: s for k, s in kinds.items() if k in pool}, rng)
         sessions.append({"user": f"user-{i:04d}", "population": _draw(users, rng), "request": rng.choice(pool[kind])})
-    policy, tokenizer = _policy(model)
+    policy, tokenizer = loaded_policy(model)
     checkpoint = "(loaded model)" if isinstance(model, tuple) else str(model)
     if first_replies is not None and len(first_replies) != len(sessions):
         raise ValueError(f"{len(first_replies)} first replies for {len(sessions)} sessions")

@@ -114,7 +114,7 @@ def generate_for_eval(model, tokenizer, requests: list[world.Request], seed: int
     return texts, [len(tokenizer.encode(" " + t)) if t else 0 for t in texts]
 
 
-def _policy(model):
+def loaded_policy(model):
     """A checkpoint name or folder, or an already loaded (model, tokenizer) pair."""
     return model if isinstance(model, tuple) else load_policy(model)
 
@@ -133,13 +133,13 @@ def evaluate(model: str = "base", against: str | None = None, n: int | None = No
     if population not in gold.POPULATIONS:
         raise ValueError(f"unknown population {population!r}; choose from {sorted(gold.POPULATIONS)}")
     requests = eval_requests(split, n, seed)
-    policy, tokenizer = _policy(model)
+    policy, tokenizer = loaded_policy(model)
     replies, lengths = generate_for_eval(policy, tokenizer, requests, seed, max_new_tokens, temperature)
     name = "(loaded model)" if isinstance(model, tuple) else str(model)
     result = {"model": name, "split": split, "population": population, "n": len(requests), "seed": seed,
               **score_replies(requests, replies, population, lengths)}
     if against is not None:
-        other, other_tok = _policy(against)
+        other, other_tok = loaded_policy(against)
         other_replies, other_lengths = generate_for_eval(other, other_tok, requests, seed, max_new_tokens, temperature)
         result["against"] = "(loaded model)" if isinstance(against, tuple) else str(against)
         result["win_rate"] = win_rate(requests, replies, other_replies, population)
@@ -156,7 +156,7 @@ def evaluate_splits(model: str = "base", against: str | None = None, splits=SPLI
     """evaluate() on each split: {split: result}. The models are loaded once; kwargs go to evaluate."""
     for split in splits:
         _check_split(split)
-    loaded, loaded_against = _policy(model), (None if against is None else _policy(against))
+    loaded, loaded_against = loaded_policy(model), (None if against is None else loaded_policy(against))
     results = {}
     for split in splits:
         results[split] = evaluate(loaded, loaded_against, split=split, **kwargs)

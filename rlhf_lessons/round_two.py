@@ -143,7 +143,7 @@ def gold_taste(population: str, n: int = 200, seed: int = 0) -> dict[str, float]
 
 def sample_splits(model, n: int | None = None, seed: int = 0, max_new_tokens: int = 40) -> dict:
     """{split: (requests, replies, reply lengths)}: one seeded reply per evaluation request, for every split."""
-    policy, tokenizer = yardstick._policy(model)
+    policy, tokenizer = yardstick.loaded_policy(model)
     out = {}
     for split in yardstick.SPLITS:
         requests = yardstick.eval_requests(split, n, seed)
