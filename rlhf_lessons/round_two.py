@@ -222,19 +222,23 @@ def product_win_rate(samples: dict, other: dict, shares: dict[str, float]) -> di
 
 def collect_feedback(round_one, deploy_cfg: DeployConfig, folder: Path, name: str,
                      first_replies: list[str] | None = None) -> dict:
-    """Deploy `round_one` into a fresh store in `folder`; export its pairs to folder/pairs.jsonl.
+    """Deploy `round_one` into a fresh store in `folder`; write its pairs to folder/pairs.jsonl.
 
+    A pair with an empty reply (the model said nothing, and a user thumbed that down against a second reply) is left
+    out: a pair file must hold two texts (store.read_label_file), and `dropped` counts them.
     first_replies: deploy's, to hear the same traffic again without sampling it again.
-    Returns {"summary": deploy's feedback summary, "pairs_file", "pairs", "corrections", "first_replies"}."""
+    Returns {"summary": deploy's feedback summary, "pairs_file", "pairs", "dropped", "corrections", "first_replies"}."""
     folder.mkdir(parents=True, exist_ok=True)
     for stale in ("feedback.sqlite", "pairs.jsonl"):  # a rerun starts from an empty store, not on top of the last
         (folder / stale).unlink(missing_ok=True)
     store = PreferenceStore(folder / "feedback.sqlite")
     result = deploy(round_one, deploy_cfg, store=store, name=name, first_replies=first_replies)
     pairs_file = folder / "pairs.jsonl"
-    store.export_jsonl(pairs_file)
-    pairs = read_label_file(pairs_file) if pairs_file.stat().st_size else []
-    return {"summary": result["summary"], "pairs_file": pairs_file, "pairs": pairs,
+    every = store.pairs()
+    kept = [p for p in every if p["chosen"].strip() and p["rejected"].strip()]
+    pairs_file.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in kept), encoding="utf-8")
+    pairs = read_label_file(pairs_file) if kept else []  # what training will read, checked as it will be
+    return {"summary": result["summary"], "pairs_file": pairs_file, "pairs": pairs, "dropped": len(every) - len(kept),
             "corrections": len(result["corrections"]), "first_replies": [s["reply"] for s in result["sessions"]]}
 
 
@@ -319,7 +323,8 @@ def run_round_two(cfg: RoundTwoConfig | None = None, round_one: str = "ppo", rou
         samples = sample_splits(folder / "ppo", cfg.eval_n, cfg.seed)
         after = by_population(samples, shares, against=control_samples)
         runs[variant] = {"feedback": feedback["summary"], "pairs": len(feedback["pairs"]),
-                         "corrections": feedback["corrections"], "trained": True, **trained,
+                         "dropped_pairs": feedback["dropped"], "corrections": feedback["corrections"], "trained": True,
+                         **trained,
                          "yardstick": after, "served": served(after, control_table, shares),
                          "served_vs_round_one": served(after, before, shares),
                          "product_win_rate": product_win_rate(samples, control_samples, shares)}

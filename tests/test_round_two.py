@@ -166,3 +166,16 @@ def test_the_taste_probes_tell_the_populations_apart():
     assert tastes["balanced"]["prefers_terse"] == tastes["cautious"]["prefers_terse"] == 0.0
     requests, asked, other = round_two.taste_probes(n=5)["refuses_alarming"]
     assert all(r.kind == "alarming" for r in requests) and asked != other
+
+
+def test_a_pair_with_an_empty_reply_is_left_out_and_counted(monkeypatch, tmp_path):
+    """A model that says nothing gets thumbed down; the pair file training reads holds only pairs of two texts."""
+    def sample(model, tokenizer, prompts, seed=0, **kwargs):
+        rng = random.Random(seed)
+        return [rng.choice(["", world.reply(world.find_request(p), "helpful", rng)]) for p in prompts]
+
+    monkeypatch.setattr("rlhf_lessons.sampling.sample_in_batches", sample)
+    cfg = DeployConfig(sessions=400, feedback_rate=0.8, compare_rate=0.8)
+    feedback = round_two.collect_feedback((None, None), cfg, tmp_path, "empty replies")
+    assert feedback["dropped"] > 0 and feedback["pairs"]
+    assert all(p["chosen"].strip() and p["rejected"].strip() for p in feedback["pairs"])
