@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -118,45 +117,21 @@ def run_seed(seed: int, out: Path) -> dict:
 
 
 def main(argv=None) -> None:
+    from seed_runs import add_seed_arguments, run_seeds, seeds_and_threads, work_one_seed  # beside this script
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    parser.add_argument("--jobs", type=int, default=1, help="seeds run at once, each in its own process")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads per seed (default: cores / jobs)")
+    add_seed_arguments(parser)
     parser.add_argument("--out", default=None, help="folder for the runs (default: a temporary one)")
     parser.add_argument("--readme", action="store_true", help="write the table into README.md")
-    parser.add_argument("--one-seed-json", default=None, help=argparse.SUPPRESS)  # a worker of --jobs
     args = parser.parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    threads = args.threads or max(1, (os.cpu_count() or 2) // max(args.jobs, 1))
+    seeds, threads = seeds_and_threads(args)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="rlhf-outcomes-"))
     os.environ.setdefault("RLHF_LESSONS_HOME", str(out / "workspace"))
-
     if args.one_seed_json:  # worker: one seed, its summary to a file
-        import torch
+        return work_one_seed(args, threads, lambda seed: run_seed(seed, out))
 
-        torch.set_num_threads(threads)
-        Path(args.one_seed_json).write_text(json.dumps(run_seed(seeds[0], out), default=str))
-        return
-
-    runs: dict[int, dict] = {}
     t0 = time.time()
-    pending = list(seeds)
-    while pending:
-        batch, pending = pending[:args.jobs], pending[args.jobs:]
-        procs = []
-        for seed in batch:
-            target = out / f"seed-{seed}.json"
-            cmd = [sys.executable, __file__, "--seeds", str(seed), "--threads", str(threads), "--out", str(out),
-                   "--one-seed-json", str(target)]
-            print(f"seed {seed}: running ({threads} thread(s)), log in {out}/seed-{seed}.log", file=sys.stderr)
-            procs.append((seed, target, subprocess.Popen(cmd, stdout=open(out / f"seed-{seed}.log", "w"),
-                                                         stderr=subprocess.STDOUT)))
-        for seed, target, proc in procs:
-            if proc.wait() != 0:
-                sys.exit(f"seed {seed} failed: see {out}/seed-{seed}.log")
-            runs[seed] = json.loads(target.read_text())
-            print(f"seed {seed}: done ({time.time() - t0:.0f} s so far)", file=sys.stderr)
-
+    runs = run_seeds(__file__, seeds, args.jobs, threads, out, "seed-", ("--out", str(out)))
     command = "python benchmarks/outcomes.py --seeds " + ",".join(map(str, seeds)) + (
         f" --jobs {args.jobs}" if args.jobs > 1 else "")
     table = markdown(runs, command)

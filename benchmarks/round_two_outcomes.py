@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -67,9 +65,10 @@ def markdown(runs: dict[int, dict], command: str) -> str:
     lines = [f"Measured by `{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {first['threads']} "
              f"thread(s) per seed). Users: {first['users']}; {first['config']['deploy']['sessions']} sessions; "
              f"round two = the round-one reward model trained on the feedback's pairs, then "
-             f"{first['config']['ppo']['updates']} PPO updates from round one.", "",
-             "Change in mean gold score, round two minus the control (the same extra PPO without the users' "
-             "feedback), by the users' population; `product` weights the populations by their share of the users:",
+             f"{first['config']['ppo']['updates']} PPO updates from the SFT model against it.", "",
+             "Change in mean gold score, round two minus the control (the same PPO on the round-one reward model, "
+             "without the users' feedback), by the users' population; `product` weights the populations by their "
+             "share of the users:",
              "", "| heard | pairs (per seed) | split | population " + head,
              "|---|---|---|---|" + "---|" * (len(seeds) + 1)]
     for variant in variants:
@@ -78,7 +77,8 @@ def markdown(runs: dict[int, dict], command: str) -> str:
             for group in groups:
                 values = [runs[s]["runs"][variant]["served"][split][group] for s in seeds]
                 lines.append(f"| {variant} | {pairs} | {split} | {group} | {_cells(values)} |")
-    lines += ["", "The control itself against round one (what more PPO does without new feedback):", "",
+    lines += ["", "The control against the deployed round-one model (the same recipe with fewer PPO updates, when "
+              "the config has fewer than lesson 05's):", "",
               "| split | population " + head, "|---|---|" + "---|" * (len(seeds) + 1)]
     for split in splits:
         for group in groups:
@@ -103,49 +103,22 @@ def markdown(runs: dict[int, dict], command: str) -> str:
 
 
 def main(argv=None) -> None:
+    from seed_runs import add_seed_arguments, run_seeds, seeds_and_threads, work_one_seed  # beside this script
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    parser.add_argument("--jobs", type=int, default=1, help="seeds run at once, each in its own process")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads per seed (default: cores / jobs)")
+    add_seed_arguments(parser)
     parser.add_argument("--round-one", default=None, help="folder whose seed-N/{sft,rm,ppo} are reused (and where "
                                                           "missing ones are trained; default: a temporary folder)")
-    parser.add_argument("--one-seed-json", default=None, help=argparse.SUPPRESS)  # a worker of --jobs
     args = parser.parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    threads = args.threads or max(1, (os.cpu_count() or 2) // max(args.jobs, 1))
+    seeds, threads = seeds_and_threads(args)
     out = Path(args.round_one) if args.round_one else Path(tempfile.mkdtemp(prefix="rlhf-round-two-"))
     os.environ.setdefault("RLHF_LESSONS_HOME", str(out / "workspace"))
-
     if args.one_seed_json:  # worker: one seed, its summary to a file
-        import torch
+        return work_one_seed(args, threads, lambda seed: run_seed(seed, out / f"seed-{seed}"))
 
-        torch.set_num_threads(threads)
-        Path(args.one_seed_json).write_text(json.dumps(run_seed(seeds[0], out / f"seed-{seeds[0]}"), default=str))
-        return
-
-    runs: dict[int, dict] = {}
     t0 = time.time()
-    pending = list(seeds)
-    while pending:
-        batch, pending = pending[:args.jobs], pending[args.jobs:]
-        procs = []
-        for seed in batch:
-            target = out / f"round-two-seed-{seed}.json"
-            if target.exists():  # a seed run before into this --round-one folder: read, not run again
-                runs[seed] = json.loads(target.read_text())
-                print(f"seed {seed}: reusing {target}", file=sys.stderr)
-                continue
-            cmd = [sys.executable, __file__, "--seeds", str(seed), "--threads", str(threads), "--round-one", str(out),
-                   "--one-seed-json", str(target)]
-            log = out / f"round-two-seed-{seed}.log"
-            print(f"seed {seed}: running ({threads} thread(s)), log in {log}", file=sys.stderr)
-            procs.append((seed, target, log, subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT)))
-        for seed, target, log, proc in procs:
-            if proc.wait() != 0:
-                sys.exit(f"seed {seed} failed: see {log}")
-            runs[seed] = json.loads(target.read_text())
-            print(f"seed {seed}: done ({time.time() - t0:.0f} s so far)", file=sys.stderr)
-
+    runs = run_seeds(__file__, seeds, args.jobs, threads, out, "round-two-seed-", ("--round-one", str(out)),
+                     reuse=True)
     command = "python benchmarks/round_two_outcomes.py --seeds " + ",".join(map(str, seeds)) + (
         f" --jobs {args.jobs}" if args.jobs > 1 else "")
     table = markdown(runs, command)
