@@ -117,7 +117,8 @@ def run_seed(seed: int, out: Path) -> dict:
 
 
 def main(argv=None) -> None:
-    from seed_runs import add_seed_arguments, run_seeds, seeds_and_threads, work_one_seed  # beside this script
+    from seed_runs import (add_seed_arguments, command_line, run_seeds, seeds_and_threads,  # beside this script
+                           work_one_seed, write_results)
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_seed_arguments(parser)
@@ -132,13 +133,8 @@ def main(argv=None) -> None:
 
     t0 = time.time()
     runs = run_seeds(__file__, seeds, args.jobs, threads, out, "seed-", ("--out", str(out)))
-    command = "python benchmarks/outcomes.py --seeds " + ",".join(map(str, seeds)) + (
-        f" --jobs {args.jobs}" if args.jobs > 1 else "")
-    table = markdown(runs, command)
-    print(table)
-    (HERE / "outcomes.md").write_text(table)
-    figures = json.dumps({str(s): runs[s] for s in sorted(runs)}, indent=1, default=str)
-    (HERE / "outcomes.json").write_text(figures.replace(str(out), "<out>") + "\n")  # no local paths committed
+    table = markdown(runs, command_line("outcomes.py", seeds, args.jobs))
+    write_results("outcomes", table, runs, out)
     if args.readme:
         text = README.read_text()
         if START not in text or END not in text:

@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
 
 
 def round_one(folder: Path, seed: int) -> None:
@@ -103,7 +102,8 @@ def markdown(runs: dict[int, dict], command: str) -> str:
 
 
 def main(argv=None) -> None:
-    from seed_runs import add_seed_arguments, run_seeds, seeds_and_threads, work_one_seed  # beside this script
+    from seed_runs import (add_seed_arguments, command_line, run_seeds, seeds_and_threads,  # beside this script
+                           work_one_seed, write_results)
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_seed_arguments(parser)
@@ -119,13 +119,8 @@ def main(argv=None) -> None:
     t0 = time.time()
     runs = run_seeds(__file__, seeds, args.jobs, threads, out, "round-two-seed-", ("--round-one", str(out)),
                      reuse=True)
-    command = "python benchmarks/round_two_outcomes.py --seeds " + ",".join(map(str, seeds)) + (
-        f" --jobs {args.jobs}" if args.jobs > 1 else "")
-    table = markdown(runs, command)
-    print(table)
-    (HERE / "round_two_outcomes.md").write_text(table)
-    figures = json.dumps({str(s): runs[s] for s in sorted(runs)}, indent=1, default=str)
-    (HERE / "round_two_outcomes.json").write_text(figures.replace(str(out), "<out>") + "\n")
+    write_results("round_two_outcomes", markdown(runs, command_line("round_two_outcomes.py", seeds, args.jobs)), runs,
+                  out)
     print(json.dumps({"seeds": seeds, "seconds": round(time.time() - t0, 1)}))
 
 

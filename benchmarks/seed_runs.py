@@ -67,3 +67,18 @@ def work_one_seed(args, threads: int, run) -> None:
     torch.set_num_threads(threads)
     seed = seeds_and_threads(args)[0][0]
     Path(args.one_seed_json).write_text(json.dumps(run(seed), default=str))
+
+
+def command_line(script: str, seeds: list[int], jobs: int) -> str:
+    """How the table was made, as its first line says: `python benchmarks/SCRIPT --seeds ... [--jobs N]`."""
+    return f"python benchmarks/{script} --seeds " + ",".join(map(str, seeds)) + (f" --jobs {jobs}" if jobs > 1 else "")
+
+
+def write_results(name: str, table: str, runs: dict[int, dict], out: Path) -> None:
+    """Print the table; write it to benchmarks/NAME.md and the figures to NAME.json, with `out` (a local path) in
+    the figures replaced by <out>, so that nothing local is committed."""
+    here = Path(__file__).resolve().parent
+    print(table)
+    (here / f"{name}.md").write_text(table)
+    figures = json.dumps({str(s): runs[s] for s in sorted(runs)}, indent=1, default=str)
+    (here / f"{name}.json").write_text(figures.replace(str(out), "<out>") + "\n")
