@@ -209,11 +209,10 @@ def rlhf_vs_sft_verdict(rlhf: dict, sft: dict, head_to_head: dict, shares: dict[
     return {"by_split": rows, "rlhf_better_on": wins, "sft_better_on": losses, "sentence": sentence}
 
 
-def product_win_rate(samples: dict, other: dict, shares: dict[str, float]) -> dict:
-    """{split: the users' share-weighted win rate of `samples` over `other`}."""
-    return {split: round(sum(share * yardstick.win_rate(requests, replies, other[split][1], population)
-                             for population, share in shares.items()), 4)
-            for split, (requests, replies, _) in samples.items()}
+def product_win_rate(table: dict, shares: dict[str, float]) -> dict:
+    """{split: the users' share-weighted win rate}, from a by_population table made with `against`."""
+    return {split: round(sum(share * rows[population]["win_rate"] for population, share in shares.items()), 4)
+            for split, rows in table.items()}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -327,12 +326,12 @@ def run_round_two(cfg: RoundTwoConfig | None = None, round_one: str = "ppo", rou
                          **trained,
                          "yardstick": after, "served": served(after, control_table, shares),
                          "served_vs_round_one": served(after, before, shares),
-                         "product_win_rate": product_win_rate(samples, control_samples, shares)}
+                         "product_win_rate": product_win_rate(after, shares)}
         runs[variant]["sentences"] = served_sentences(runs[variant]["served"])
         if compare_sft and variant == variants[0]:
             say(f"{variant}: supervised fine-tuning on the chosen replies, at matched cost")
             runs[variant]["sft_on_chosen"] = sft_on_chosen(feedback["pairs"], folder, cfg, sft, control_samples,
-                                                           samples, shares, trained["seconds"])
+                                                           control_table, samples, shares, trained["seconds"])
     summary = {"round_one": str(round_one), "users": shares, "config": asdict(cfg), "round_one_yardstick": before,
                "control": control, "runs": runs, "seconds": round(time.time() - t0, 1), "out": str(root)}
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -340,10 +339,10 @@ def run_round_two(cfg: RoundTwoConfig | None = None, round_one: str = "ppo", rou
     return summary
 
 
-def sft_on_chosen(pairs: list[dict], folder: Path, cfg: RoundTwoConfig, sft, control: dict, rlhf_samples: dict,
-                  shares: dict[str, float], rlhf_seconds: float) -> dict:
-    """SFT of `sft` on the pairs' chosen replies, at the RLHF path's cost; measured against the control and
-    compared with the RLHF path (rlhf_samples)."""
+def sft_on_chosen(pairs: list[dict], folder: Path, cfg: RoundTwoConfig, sft, control: dict, control_table: dict,
+                  rlhf_samples: dict, shares: dict[str, float], rlhf_seconds: float) -> dict:
+    """SFT of `sft` on the pairs' chosen replies, at the RLHF path's cost; measured against the control (its
+    samples and by_population table) and compared with the RLHF path (rlhf_samples)."""
     examples = chosen_demonstrations(pairs)
     sft_cfg = SFTConfig(seed=cfg.seed, eval_fraction=0.1)
     n_train = len(examples) - max(1, int(len(examples) * sft_cfg.eval_fraction))
@@ -352,13 +351,12 @@ def sft_on_chosen(pairs: list[dict], folder: Path, cfg: RoundTwoConfig, sft, con
     trained = train_sft(sft_cfg, base=str(sft), out_dir=folder / "sft_on_chosen", examples=examples)
     samples = sample_splits(folder / "sft_on_chosen", cfg.eval_n, cfg.seed)
     table = by_population(samples, shares, against=control)
-    head_to_head = product_win_rate(rlhf_samples, samples, shares)
-    rlhf_table = by_population(rlhf_samples, shares)
+    rlhf_table = by_population(rlhf_samples, shares, against=samples)  # RLHF's win rates over SFT on chosen
     return {"demonstrations": len(examples), "epochs": sft_cfg.epochs,
             "cost": {"rlhf_sequences": sequences, "sft_sequences": sft_cfg.epochs * trained["train_examples"],
                      "rlhf_seconds": rlhf_seconds, "sft_seconds": trained["seconds"]},
-            "yardstick": table, "served": served(table, by_population(control, shares), shares),
-            "verdict": rlhf_vs_sft_verdict(rlhf_table, table, head_to_head, shares)}
+            "yardstick": table, "served": served(table, control_table, shares),
+            "verdict": rlhf_vs_sft_verdict(rlhf_table, table, product_win_rate(rlhf_table, shares), shares)}
 
 
 def short_summary(summary: dict) -> dict:
