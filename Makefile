@@ -4,6 +4,7 @@
 #   make test        set up whatever is missing, then run every test and execute every notebook
 #   make setup       only the setup step: a virtual environment in .venv with the course installed
 #   make notebooks   re-execute every notebook in place, refreshing the outputs that are committed
+#   make times       time every lesson as a learner runs it (the README table's second column)
 #
 # Setup needs Python 3.10 or newer as `python3` (or say which: make course PYTHON=python3.11).
 # It installs torch first, at the version pinned in constraints.txt, then the course with the
@@ -35,7 +36,7 @@ NBVAL_ARGS := --nbval --nbval-current-env --nbval-cell-timeout=600 \
 	$(if $(wildcard notebooks/nbval_sanitize.cfg),--nbval-sanitize-with notebooks/nbval_sanitize.cfg)
 
 .DEFAULT_GOAL := help
-.PHONY: help course test setup notebooks chromium screenshots
+.PHONY: help course test setup notebooks times chromium screenshots
 
 help:
 	@sed -n '3,6s/^# *//p' $(firstword $(MAKEFILE_LIST))
@@ -138,6 +139,11 @@ test: setup chromium
 notebooks: setup
 	@test -n "$(NOTEBOOKS)" || { echo "no notebooks in notebooks/"; exit 1; }
 	env -u MPLBACKEND $(PY) -m rlhf_lessons.course refresh
+
+# Time the lessons as a learner runs them (2 threads unless RLHF_LESSONS_THREADS says otherwise), in order on a fresh
+# workspace, without saving their outputs: the second column of the README's table of lesson times.
+times: setup
+	env -u MPLBACKEND $(PY) -m rlhf_lessons.course time
 
 # Screenshots of the widgets for the notebooks' static view (notebooks/images/, see rlhf_lessons/screenshots.py):
 # a real JupyterLab in Debian's Chromium. The chat box shows the workspace's models: run the lessons first.

@@ -5,6 +5,9 @@
 GitHub), removes local paths from outputs, and writes each notebook's run time to notebooks/timings.json, which the
 welcome lesson and the README show, with the float fingerprint of the machine that ran them (runtime.float_fingerprint).
 
+`python -m rlhf_lessons.course time` runs them the same way at a learner's thread count ($RLHF_LESSONS_THREADS, default 2)
+without saving outputs, and records those times beside the refresh's: the lessons' budget is for a learner's run.
+
 `python -m rlhf_lessons.course same-floats` says whether this machine rounds floats as that one did, which decides how
 strictly `make test` compares the committed outputs (see same_floats).
 """
@@ -48,19 +51,36 @@ def read_timings() -> dict:
 
 
 def lesson_table() -> str:
-    """A markdown table of the lessons and their measured run times (from the last refresh)."""
+    """A markdown table of the lessons and their measured run times: at the thread count of the last refresh, and, once
+    `course time` has run, at a learner's default thread count (the lessons' budget is for a learner's run)."""
     timings = read_timings()
-    rows = ["| lesson | what you learn | measured run time |", "|---|---|---|"]
+    refresh_seconds, learner = timings.get("seconds", {}), timings.get("learner", {})
+    learner_seconds = learner.get("seconds", {})
+    columns = [("measured run time", refresh_seconds)]
+    if learner_seconds:
+        columns = [(f"{_threads(timings.get('threads', 1))} (refresh)", refresh_seconds),
+                   (f"{_threads(learner['threads'])} (a learner's default)", learner_seconds)]
+    rows = ["| lesson | what you learn | " + " | ".join(title for title, _ in columns) + " |",
+            "|---|---|" + "---|" * len(columns)]
     for name, what in available_lessons():
-        seconds = timings.get("seconds", {}).get(name)
-        rows.append(f"| `{name}` | {what} | {f'{seconds:.0f} s' if seconds is not None else 'not measured yet'} |")
-    measured = [timings.get("seconds", {}).get(name) for name, _ in available_lessons()]
-    if measured and None not in measured:
-        rows.append(f"| the whole course | | {sum(measured) / 60:.1f} min |")
+        cells = [f"{seconds[name]:.0f} s" if name in seconds else "not measured yet" for _, seconds in columns]
+        rows.append(f"| `{name}` | {what} | " + " | ".join(cells) + " |")
+    totals = []
+    for _, seconds in columns:
+        measured = [seconds.get(name) for name, _ in available_lessons()]
+        totals.append(f"{sum(measured) / 60:.1f} min" if measured and None not in measured else "")
+    if any(totals):
+        rows.append("| the whole course | | " + " | ".join(totals) + " |")
     if timings:
-        threads = f"{timings['threads']} thread" + ("s" if timings["threads"] != 1 else "")
-        rows.append(f"\nMeasured on a {timings['machine']}, {threads}, lessons run in order on a fresh workspace.")
+        how = f"{_threads(timings['threads'])} (`make notebooks`)"
+        if learner_seconds:
+            how += f" and {_threads(learner['threads'])} (`make times`)"
+        rows.append(f"\nMeasured on a {timings['machine']}, {how}, lessons run in order on a fresh workspace.")
     return "\n".join(rows)
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread" + ("s" if n != 1 else "")
 
 
 def readme_with_times(text: str) -> str:
@@ -86,13 +106,14 @@ def _sanitise(nb, replacements: dict[str, str]) -> None:
                     output["data"][key] = value
 
 
-def refresh(names: list[str] | None = None, timeout: int = 900) -> dict:
-    """Execute lessons in order on one fresh workspace; save outputs and run times. Returns the timings."""
+def _execute_in_order(names: list[str] | None, timeout: int, save: bool) -> dict[str, float]:
+    """Execute the lessons (all, or those in `names`) in order on one fresh workspace, as a learner taking them in
+    order would; save their outputs if `save`. Returns each lesson's wall seconds."""
     import nbformat
     from nbclient import NotebookClient
 
-    timings = read_timings() or {"seconds": {}}
-    with tempfile.TemporaryDirectory() as workspace:  # one workspace for all, as a learner taking them in order
+    seconds_by_lesson = {}
+    with tempfile.TemporaryDirectory() as workspace:
         os.environ["RLHF_LESSONS_HOME"] = workspace
         for name, _ in available_lessons():
             if names and name not in names:
@@ -104,12 +125,20 @@ def refresh(names: list[str] | None = None, timeout: int = 900) -> dict:
             NotebookClient(nb, timeout=timeout, kernel_name="python3",
                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}}).execute()
             seconds = time.time() - start
-            _sanitise(nb, {workspace: "~/.rlhf-lessons", str(PACKAGE_DIR.parent): ".", str(Path.home()): "~"})
-            for cell in nb.cells:
-                cell.metadata.pop("execution", None)  # per-cell timestamps: noise in every diff
-            nbformat.write(nb, path)
-            timings["seconds"][name] = round(seconds, 1)
+            if save:
+                _sanitise(nb, {workspace: "~/.rlhf-lessons", str(PACKAGE_DIR.parent): ".", str(Path.home()): "~"})
+                for cell in nb.cells:
+                    cell.metadata.pop("execution", None)  # per-cell timestamps: noise in every diff
+                nbformat.write(nb, path)
+            seconds_by_lesson[name] = round(seconds, 1)
             print(f"{name}: {seconds:.0f} s", file=sys.stderr)
+    return seconds_by_lesson
+
+
+def refresh(names: list[str] | None = None, timeout: int = 900) -> dict:
+    """Execute lessons in order on one fresh workspace; save outputs and run times. Returns the timings."""
+    timings = read_timings() or {"seconds": {}}
+    timings["seconds"].update(_execute_in_order(names, timeout, save=True))
     timings["machine"] = f"{os.cpu_count()}-core {platform.machine()} CPU (no GPU)"
     timings["threads"] = int(os.environ.get("RLHF_LESSONS_THREADS", "2"))
     here, before = _this_machines_fingerprint(), timings.get("float_fingerprint")
@@ -118,6 +147,23 @@ def refresh(names: list[str] | None = None, timeout: int = 900) -> dict:
               "them so that make test can compare every output here", file=sys.stderr)
         here = None
     timings["float_fingerprint"] = here
+    TIMINGS_FILE.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
+    README.write_text(readme_with_times(README.read_text()))
+    show_measured_times_in_lesson_00()
+    return timings
+
+
+def time_lessons(names: list[str] | None = None, timeout: int = 900) -> dict:
+    """Execute the lessons in order on a fresh workspace at this process's thread count ($RLHF_LESSONS_THREADS, 2 by
+    default, as a learner runs them) without saving their outputs; record the times as the learner's column of the
+    README's table (the committed outputs are a 1-thread refresh's, whose floats nbval compares). Returns the timings."""
+    timings = read_timings() or {"seconds": {}}
+    threads = int(os.environ.get("RLHF_LESSONS_THREADS", "2"))
+    learner = timings.get("learner", {})
+    if learner.get("threads") != threads:
+        learner = {"threads": threads, "seconds": {}}
+    learner["seconds"].update(_execute_in_order(names, timeout, save=False))
+    timings["learner"] = learner
     TIMINGS_FILE.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
     README.write_text(readme_with_times(README.read_text()))
     show_measured_times_in_lesson_00()
@@ -171,6 +217,9 @@ def same_floats() -> bool:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["same-floats"]:
         sys.exit(0 if same_floats() else 3)
+    if sys.argv[1:2] == ["time"]:
+        time_lessons(sys.argv[2:] or None)
+        sys.exit(0)
     if len(sys.argv) < 2 or sys.argv[1] != "refresh":
-        sys.exit("usage: python -m rlhf_lessons.course refresh [NOTEBOOK.ipynb ...] | same-floats")
+        sys.exit("usage: python -m rlhf_lessons.course refresh|time [NOTEBOOK.ipynb ...] | same-floats")
     refresh(sys.argv[2:] or None)

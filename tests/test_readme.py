@@ -47,3 +47,18 @@ def test_lesson_00_shows_the_times_the_readme_shows():
     shown = [out["data"]["text/markdown"] for cell in nb.cells if "Markdown(lesson_table())" in cell.source
              for out in cell.outputs if "text/markdown" in out.get("data", {})]
     assert shown == [course.lesson_table()], "lesson 00's table is not the last refresh's: run `make notebooks`"
+
+
+def test_the_table_shows_a_learners_times_beside_the_refresh_once_measured(monkeypatch):
+    """`make times` adds a column at the learner's thread count; totals are per column; until then one column."""
+    names = [name for name, _ in course.available_lessons()]
+    refresh = {"machine": "2-core x86_64 CPU (no GPU)", "threads": 1, "seconds": {n: 60.0 for n in names}}
+    monkeypatch.setattr(course, "read_timings", lambda: refresh)
+    assert "a learner's default" not in course.lesson_table()
+    learner = {**refresh, "learner": {"threads": 2, "seconds": {n: 30.0 for n in names[:-1]}}}
+    monkeypatch.setattr(course, "read_timings", lambda: learner)
+    table = course.lesson_table()
+    assert "| 1 thread (refresh) | 2 threads (a learner's default) |" in table
+    assert f"| `{names[0]}` |" in table and "| 60 s | 30 s |" in table
+    assert f"| 60 s | not measured yet |" in table  # the last lesson has no learner's time yet: no total either
+    assert f"| the whole course | | {len(names):.1f} min |  |" in table
