@@ -312,6 +312,20 @@ def cmd_bestofn(args) -> dict:
                          max_new_tokens=args.max_new_tokens, population=args.population)
 
 
+def _variants(text: str | None) -> tuple[str, ...]:
+    """--variants: names of round_two.FEEDBACK_VARIANTS separated by commas (None: all of them)."""
+    from .round_two import FEEDBACK_VARIANTS
+
+    if text is None:
+        return tuple(FEEDBACK_VARIANTS)
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in FEEDBACK_VARIANTS]
+    if unknown or not names:
+        raise ConfigError(f"--variants must name ways of hearing the users from {', '.join(FEEDBACK_VARIANTS)}, "
+                          f"separated by commas (got {text!r:.80})")
+    return names
+
+
 def cmd_experiment(args) -> dict:
     from .overoptimization import overopt_config, run_overopt_experiment
     from .rater_bias import run_bias_experiment, run_mixture_experiment
@@ -323,7 +337,17 @@ def cmd_experiment(args) -> dict:
             raise ConfigError("--no-reuse applies to the bias and mixture sweeps only: round-two always deploys and "
                               "trains afresh; drop it")
         _check_fits_splits(args.eval_n, ("heldout", "unseen-phrasing", "unseen-subject"), "--eval-n")
-        return short_summary(run_round_two(RoundTwoConfig(eval_n=args.eval_n, seed=args.seed)))
+        variants = _variants(args.variants)
+        cfg = RoundTwoConfig(eval_n=args.eval_n, seed=args.seed)
+        cfg.deploy.sessions = args.sessions or cfg.deploy.sessions
+        cfg.ppo.updates = args.updates or cfg.ppo.updates
+        cfg.reward.n_pairs = args.original_pairs  # the original raters' labels mixed into the users' (0: none)
+        return short_summary(run_round_two(cfg, variants=variants))
+    given = [flag for flag, value in (("--sessions", args.sessions), ("--updates", args.updates),
+                                      ("--original-pairs", args.original_pairs), ("--variants", args.variants))
+             if value]
+    if given:
+        raise ConfigError(f"{' and '.join(given)} apply to round-two only; drop {'them' if len(given) > 1 else 'it'}")
     if args.name == "overopt":
         given = [flag for flag, value in (("--eval-n", args.eval_n), ("--no-reuse", args.no_reuse)) if value]
         if given:  # silently ignoring them would let a learner think the run used them
@@ -481,6 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "split to measure on (default: the evaluation sets)")
     p.add_argument("--no-reuse", action="store_true", help="bias, mixture: train again even when a run with the "
                                                            "same settings is saved")
+    p.add_argument("--sessions", type=COUNT, default=None, help="round-two: user sessions deployed (default 20000)")
+    p.add_argument("--updates", type=COUNT, default=None, help="round-two: PPO updates a round (default 60)")
+    p.add_argument("--original-pairs", type=_whole_number(0), default=0,
+                   help="round-two: fresh labels of the original balanced raters mixed into the users' pairs "
+                        "(default 0: the users' pairs only)")
+    p.add_argument("--variants", default=None, help="round-two: ways of hearing the users, separated by commas "
+                                                    "(default: as deployed,representative,unhappy only,cautious only)")
     p = stage("pipeline", cmd_pipeline, "base -> SFT -> simulated labels -> reward model -> PPO -> evaluation, "
                                        "with a report")
     p.add_argument("--population", type=_population, default="balanced",

@@ -634,6 +634,8 @@ def run_reward_stage(prefs: list[str | Path] | None = None, population: str = "b
     cfg = cfg or RewardConfig(seed=seed)
     check_config(cfg)
     n = cfg.n_pairs if n is None else n
+    if start is not None:  # a missing or wrong checkpoint fails now, not after the minutes of labelling
+        load_reward_model(start)
     _init_checkpoint(init)  # a missing SFT is trained first, outside this stage's time
     t0 = time.time()
     init_path, policies = labelling_policies(init)

@@ -309,3 +309,20 @@ def test_a_reward_stage_with_no_pairs_to_train_on_is_a_user_error_not_a_tracebac
     monkeypatch.setattr(reward, "run_reward_stage", stage_with_nothing_to_train)
     assert cli.main(["reward", "--n", "0"]) == 2
     assert "no preference pairs to train on" in capsys.readouterr().err
+
+
+def test_reward_start_must_be_a_reward_model_and_is_checked_before_any_labelling(tmp_path, monkeypatch, capsys):
+    """--start goes on training a reward model: a missing folder or a policy is refused in one line before the
+    minutes of labelling; a reward model reaches the stage."""
+    from rlhf_lessons import reward
+    from rlhf_lessons.models import BASE_MODEL_DIR
+
+    monkeypatch.setattr(reward, "labelling_policies", must_not_run)
+    for start, says in ((tmp_path / "missing", "no checkpoint at"), (BASE_MODEL_DIR, "is not a reward model")):
+        assert cli.main(["reward", "--start", str(start), "--init", str(BASE_MODEL_DIR)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err
+    calls = []
+    monkeypatch.setattr(cli, "cmd_reward", stage_returning({}, calls))
+    assert cli.main(["reward", "--start", "rm", "--prefs", "users.jsonl"]) == 0
+    assert (calls[0].start, calls[0].prefs) == ("rm", ["users.jsonl"])

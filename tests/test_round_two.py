@@ -179,3 +179,31 @@ def test_a_pair_with_an_empty_reply_is_left_out_and_counted(monkeypatch, tmp_pat
     feedback = round_two.collect_feedback((None, None), cfg, tmp_path, "empty replies")
     assert feedback["dropped"] > 0 and feedback["pairs"]
     assert all(p["chosen"].strip() and p["rejected"].strip() for p in feedback["pairs"])
+
+
+def test_experiment_round_two_takes_its_sizes_and_variants_from_the_command_line(monkeypatch, capsys):
+    """--sessions, --updates, --original-pairs and --variants reach run_round_two; a bad variant, or these flags on
+    another experiment, are refused before any work."""
+    from rlhf_lessons import cli
+
+    seen = {}
+    monkeypatch.setattr(round_two, "run_round_two", lambda cfg, variants: seen.update(cfg=cfg, variants=variants) or {})
+    monkeypatch.setattr(round_two, "short_summary", lambda summary: {"ran": True})
+    assert cli.main(["experiment", "round-two", "--sessions", "300", "--updates", "2", "--original-pairs", "500",
+                     "--variants", "representative, cautious only", "--seed", "3"]) == 0
+    cfg = seen["cfg"]
+    assert (cfg.deploy.sessions, cfg.ppo.updates, cfg.reward.n_pairs, cfg.seed) == (300, 2, 500, 3)
+    assert seen["variants"] == ("representative", "cautious only")
+    assert cli.main(["experiment", "round-two"]) == 0  # the defaults: the full-size experiment
+    default = round_two.RoundTwoConfig()
+    assert (seen["cfg"].deploy.sessions, seen["cfg"].ppo.updates, seen["cfg"].reward.n_pairs) == (
+        default.deploy.sessions, default.ppo.updates, 0)
+    assert seen["variants"] == tuple(round_two.FEEDBACK_VARIANTS)
+    capsys.readouterr()
+
+    monkeypatch.setattr(round_two, "run_round_two", lambda *a, **k: pytest.fail("ran despite a refused flag"))
+    assert cli.main(["experiment", "round-two", "--variants", "loud users"]) == 2
+    assert "--variants must name" in capsys.readouterr().err
+    monkeypatch.setattr("rlhf_lessons.rater_bias.run_bias_experiment", lambda **k: pytest.fail("ran"))
+    assert cli.main(["experiment", "bias", "--sessions", "300"]) == 2
+    assert "apply to round-two only" in capsys.readouterr().err
