@@ -108,16 +108,24 @@ def _sanitise(nb, replacements: dict[str, str]) -> None:
 
 def _execute_in_order(names: list[str] | None, timeout: int, save: bool) -> dict[str, float]:
     """Execute the lessons (all, or those in `names`) in order on one fresh workspace, as a learner taking them in
-    order would; save their outputs if `save`. Returns each lesson's wall seconds."""
+    order would; save their outputs if `save`. Returns each lesson's wall seconds.
+
+    With `names`, the lessons before the last of them run first too (neither saved nor timed): a lesson's time is
+    measured on the workspace its predecessors left, never with their training counted in it."""
     import nbformat
     from nbclient import NotebookClient
 
+    lessons = [name for name, _ in available_lessons()]
+    unknown = sorted(set(names or ()) - set(lessons))
+    if unknown:
+        raise SystemExit(f"no such lessons: {', '.join(unknown)}; the lessons are {', '.join(lessons)}")
+    if names:
+        lessons = lessons[:max(lessons.index(name) for name in names) + 1]
     seconds_by_lesson = {}
     with tempfile.TemporaryDirectory() as workspace:
         os.environ["RLHF_LESSONS_HOME"] = workspace
-        for name, _ in available_lessons():
-            if names and name not in names:
-                continue
+        for name in lessons:
+            measured = not names or name in names
             path = NOTEBOOK_DIR / name
             nb = nbformat.read(path, as_version=4)
             start = time.time()
@@ -125,6 +133,9 @@ def _execute_in_order(names: list[str] | None, timeout: int, save: bool) -> dict
             NotebookClient(nb, timeout=timeout, kernel_name="python3",
                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}}).execute()
             seconds = time.time() - start
+            if not measured:
+                print(f"{name}: {seconds:.0f} s (a prerequisite, not recorded)", file=sys.stderr)
+                continue
             if save:
                 _sanitise(nb, {workspace: "~/.rlhf-lessons", str(PACKAGE_DIR.parent): ".", str(Path.home()): "~"})
                 for cell in nb.cells:

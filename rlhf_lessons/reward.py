@@ -612,7 +612,7 @@ def run_reward_stage(prefs: list[str | Path] | None = None, population: str = "b
                      init: str | Path = "sft", out: str | Path | None = None, seed: int = 0,
                      cfg: RewardConfig | None = None, store=None, use_store: bool = True, on_step=None,
                      progress: bool = True, device=None, return_labels: bool = False,
-                     start: str | Path | None = None) -> dict:
+                     start: str | Path | None = None, measured_on: dict | None = None) -> dict:
     """`rlhf-lessons reward`: label, train, measure and save a reward model.
 
     Training pairs: about `n` fresh pairs (default cfg.n_pairs) from rankings of cfg.k replies (half from the init
@@ -624,6 +624,9 @@ def run_reward_stage(prefs: list[str | Path] | None = None, population: str = "b
     the workspace's `rm`). `seconds` counts labelling, training and measuring, not building a missing SFT.
     return_labels: also return the fresh "train_labels" and "heldout_labels" (for coverage_experiment; not JSON).
     start: a reward model checkpoint to go on training (train_reward's start) rather than a fresh head on `init`.
+    measured_on: a dict that keeps the held-out labels and the normalisation's reference replies: empty, this run
+    fills it; filled (by a run with the same init, population, seed and cfg), they are reused, not sampled again, so
+    that several reward models are measured on the same pairs at the cost of one sampling (round_two's variants).
     """
     from .labeling import sample_pairs, sample_rankings, simulate_labels, simulate_rankings, training_pairs
     from .store import read_label_file
@@ -656,9 +659,12 @@ def run_reward_stage(prefs: list[str | Path] | None = None, population: str = "b
                                                        progress=progress), population, seed=seed)
         reference = [(l["prompt"], l[f"reply_{side}"]) for l in train_labels for side in "ab"
                      if l[f"checkpoint_{side}"] == str(init)]
-    heldout_labels, heldout_agreement = simulate_labels(
-        sample_pairs(cfg.n_heldout, policies, seed=seed + 7919, max_new_tokens=cfg.max_new_tokens, split="heldout",
-                     progress=progress), population, seed=seed + 7919)
+    measured_on = {} if measured_on is None else measured_on
+    if "heldout_labels" not in measured_on:
+        measured_on["heldout_labels"], measured_on["heldout_agreement"] = simulate_labels(
+            sample_pairs(cfg.n_heldout, policies, seed=seed + 7919, max_new_tokens=cfg.max_new_tokens,
+                         split="heldout", progress=progress), population, seed=seed + 7919)
+    heldout_labels, heldout_agreement = measured_on["heldout_labels"], measured_on["heldout_agreement"]
 
     extra = [p for path in (prefs or []) for p in read_label_file(path)]
     if use_store:
@@ -668,11 +674,13 @@ def run_reward_stage(prefs: list[str | Path] | None = None, population: str = "b
     pairs = training_pairs(train_labels) + training_pairs(kept)  # repeated labels kept: they carry the raters' odds
 
     if len(reference) < 256:
-        from .sampling import sample_in_batches
+        if "reference" not in measured_on:
+            from .sampling import sample_in_batches
 
-        prompts = [r.prompt for r in random.Random(seed).choices(world.requests("train"), k=512)]
-        reference += list(zip(prompts, sample_in_batches(policy, policy_tok, prompts, batch_size=128, seed=seed,
-                                                        max_new_tokens=cfg.max_new_tokens)))
+            prompts = [r.prompt for r in random.Random(seed).choices(world.requests("train"), k=512)]
+            measured_on["reference"] = list(zip(prompts, sample_in_batches(
+                policy, policy_tok, prompts, batch_size=128, seed=seed, max_new_tokens=cfg.max_new_tokens)))
+        reference += measured_on["reference"]
     sampling_seconds = time.time() - t0
     out_dir = Path(out) if out is not None else stage_dir("rm")
     result = train_reward(cfg, pairs, init=init_path, out_dir=out_dir, on_step=on_step, heldout=heldout_labels,

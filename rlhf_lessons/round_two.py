@@ -69,7 +69,7 @@ class RoundTwoConfig:
 def lesson_config(seed: int = 0) -> RoundTwoConfig:
     """Settings small enough for the lesson's budget (see lesson 07 for their measured time)."""
     return RoundTwoConfig(deploy=DeployConfig(sessions=8000), reward=RewardConfig(n_pairs=0, n_heldout=200, epochs=4),
-                          ppo=PPOConfig(updates=20), seed=seed)
+                          ppo=PPOConfig(updates=16), seed=seed)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -241,10 +241,12 @@ def collect_feedback(round_one, deploy_cfg: DeployConfig, folder: Path, name: st
             "corrections": len(result["corrections"]), "first_replies": [s["reply"] for s in result["sessions"]]}
 
 
-def train_round(pairs_file: Path, folder: Path, cfg: RoundTwoConfig, round_one_rm, sft) -> dict:
-    """The reward model goes on training on the pairs, then PPO from `sft`. Returns both stages' figures."""
+def train_round(pairs_file: Path, folder: Path, cfg: RoundTwoConfig, round_one_rm, sft,
+                measured_on: dict | None = None) -> dict:
+    """The reward model goes on training on the pairs, then PPO from `sft`. Returns both stages' figures.
+    measured_on: run_reward_stage's, shared by the variants: every reward model measured on the same held-out pairs."""
     rm = run_reward_stage(prefs=[pairs_file], n=cfg.reward.n_pairs, init=sft, out=folder / "rm", seed=cfg.seed,
-                          cfg=cfg.reward, use_store=False, start=round_one_rm, progress=False)
+                          cfg=cfg.reward, use_store=False, start=round_one_rm, progress=False, measured_on=measured_on)
     ppo = train_ppo(cfg.ppo, policy=str(sft), reward=str(folder / "rm"), out_dir=folder / "ppo")
     return {"reward_model": {k: rm.get(k) for k in ("pairs", "heldout_expected_accuracy", "noise_ceiling",
                                                     "gold_correlation", "seconds")},
@@ -306,7 +308,7 @@ def run_round_two(cfg: RoundTwoConfig | None = None, round_one: str = "ppo", rou
     control = {"ppo": {k: control_ppo[k] for k in ("proxy_reward", "gold_reward", "kl", "updates", "seconds")},
                "taste": reward_taste(round_one_rm),
                "yardstick": control_table, "served_vs_round_one": served(control_table, before, shares)}
-    runs = {}
+    runs, measured_on = {}, {}
     for variant in variants:
         folder = root / variant.replace(" ", "_")
         say(f"{variant}: {cfg.deploy.sessions} user sessions")
@@ -318,7 +320,7 @@ def run_round_two(cfg: RoundTwoConfig | None = None, round_one: str = "ppo", rou
             say(f"{variant}: no pairs in the feedback, nothing to train on")
             continue
         say(f"{variant}: reward model and PPO on {len(feedback['pairs'])} pairs")
-        trained = train_round(feedback["pairs_file"], folder, cfg, round_one_rm, sft)
+        trained = train_round(feedback["pairs_file"], folder, cfg, round_one_rm, sft, measured_on)
         samples = sample_splits(folder / "ppo", cfg.eval_n, cfg.seed)
         after = by_population(samples, shares, against=control_samples)
         runs[variant] = {"feedback": feedback["summary"], "pairs": len(feedback["pairs"]),

@@ -207,3 +207,29 @@ def test_experiment_round_two_takes_its_sizes_and_variants_from_the_command_line
     monkeypatch.setattr("rlhf_lessons.rater_bias.run_bias_experiment", lambda **k: pytest.fail("ran"))
     assert cli.main(["experiment", "bias", "--sessions", "300"]) == 2
     assert "apply to round-two only" in capsys.readouterr().err
+
+
+def test_the_variants_reward_models_are_measured_on_the_same_pairs_sampled_once(tmp_path, monkeypatch):
+    """run_reward_stage(measured_on=...) keeps the held-out labels and the reference replies of the first run and
+    reuses them: a second run samples nothing and measures exactly what sampling again would have."""
+    from rlhf_lessons import labeling, sampling
+    from rlhf_lessons.reward import run_reward_stage
+
+    sft = train_sft(SFTConfig(n_demonstrations=40, epochs=1, batch_size=8), out_dir=tmp_path / "sft")["out"]
+    cfg = RewardConfig(n_pairs=0, n_heldout=16, epochs=1)
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": r.prompt, "chosen": world.reply(r, "helpful", random.Random(i)), "rejected": "no."}
+            for i, r in enumerate(world.requests("train", "fact")[:24])]
+    pairs.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    def run(measured_on=None):
+        return run_reward_stage(prefs=[pairs], n=0, init=sft, out=tmp_path / "rm", cfg=cfg, use_store=False,
+                                progress=False, measured_on=measured_on)["heldout_expected_accuracy"]
+
+    measured_on = {}
+    first = run(measured_on)
+    assert len(measured_on["heldout_labels"]) == 16 and len(measured_on["reference"]) == 512
+    resampled = run()
+    monkeypatch.setattr(labeling, "sample_pairs", lambda *a, **k: pytest.fail("sampled the held-out pairs again"))
+    monkeypatch.setattr(sampling, "sample_in_batches", lambda *a, **k: pytest.fail("sampled the reference again"))
+    assert run(measured_on) == first == resampled
