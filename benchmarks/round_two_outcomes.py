@@ -4,9 +4,10 @@
 
 Each seed trains round one as lesson 05 does (SFT, the reward model of 1500 rankings, PPO; `--round-one DIR` reuses
 DIR/seed-N/{sft,rm,ppo} where they exist, and the summary DIR/round-two-seed-N.json of a seed already run), then
-runs `round_two.run_round_two(RoundTwoConfig(seed=N))`: a deployment of 20,000 sessions heard four ways, a reward
-model and PPO per way against the control (the same PPO on the round-one reward model), and SFT on the chosen
-replies against reward model + PPO at matched cost. Two tables come out, with
+runs `round_two.run_round_two(RoundTwoConfig(seed=N, original_pairs=2000))`: a deployment of 20,000 sessions heard
+four ways, a reward model and PPO per way against the control (the same PPO on the round-one reward model), the first
+way again with 2000 fresh pairs of the original balanced raters mixed into the reward model's training, and SFT on the
+chosen replies against reward model + PPO at matched cost. Two tables come out, with
 a column per seed and the spread: round two minus the control, per population of the users and split; and RLHF
 against SFT on the chosen replies. Written to benchmarks/round_two_outcomes.md (figures: round_two_outcomes.json).
 Nothing in them is typed in.
@@ -37,14 +38,28 @@ def round_one(folder: Path, seed: int) -> None:
         train_ppo(PPOConfig(seed=seed), policy=str(folder / "sft"), reward=str(folder / "rm"), out_dir=folder / "ppo")
 
 
+ORIGINAL_PAIRS = 2000  # the mixed run: the users' pairs as deployed, and this many of the original raters' pairs
+
+
 def run_seed(seed: int, folder: Path) -> dict:
+    """round_two.run_round_two at full size with the mixed run; a seed's folder/round_two.json from an earlier run of
+    this script is reused, and only the mixed run added to it if it lacks one."""
     import torch
 
-    from rlhf_lessons.round_two import RoundTwoConfig, run_round_two
+    from rlhf_lessons.round_two import (FEEDBACK_VARIANTS, RoundTwoConfig, add_original_labels_run, mixed_name,
+                                        run_round_two)
 
     round_one(folder, seed)
-    summary = run_round_two(RoundTwoConfig(seed=seed), round_one=str(folder / "ppo"), round_one_rm=str(folder / "rm"),
-                            sft=str(folder / "sft"), out=folder / "round_two")
+    cfg, first = RoundTwoConfig(seed=seed, original_pairs=ORIGINAL_PAIRS), next(iter(FEEDBACK_VARIANTS))
+    saved = folder / "round_two.json"
+    if saved.exists():
+        summary = json.loads(saved.read_text())
+        if mixed_name(first, ORIGINAL_PAIRS) not in summary["runs"]:
+            add_original_labels_run(summary, cfg, first, folder / "rm", folder / "sft")
+            saved.write_text(json.dumps(summary, indent=1) + "\n")
+    else:
+        summary = run_round_two(cfg, round_one=str(folder / "ppo"), round_one_rm=str(folder / "rm"),
+                                sft=str(folder / "sft"), out=folder / "round_two")
     summary["threads"] = torch.get_num_threads()
     return summary
 
@@ -68,6 +83,8 @@ def markdown(runs: dict[int, dict], command: str) -> str:
              "Change in mean gold score, round two minus the control (the same PPO on the round-one reward model, "
              "without the users' feedback), by the users' population; `product` weights the populations by their "
              "share of the users:",
+             "", f"`... + {ORIGINAL_PAIRS} raters' pairs`: the same users' pairs, with {ORIGINAL_PAIRS} fresh pairs of "
+             "the original balanced raters mixed into the reward model's training (`--original-pairs`).",
              "", "| heard | pairs (per seed) | split | population " + head,
              "|---|---|---|---|" + "---|" * (len(seeds) + 1)]
     for variant in variants:

@@ -341,7 +341,7 @@ def cmd_experiment(args) -> dict:
         cfg = RoundTwoConfig(eval_n=args.eval_n, seed=args.seed)
         cfg.deploy.sessions = args.sessions or cfg.deploy.sessions
         cfg.ppo.updates = args.updates or cfg.ppo.updates
-        cfg.reward.n_pairs = args.original_pairs  # the original raters' labels mixed into the users' (0: none)
+        cfg.original_pairs = args.original_pairs  # one more run: the users' pairs and the original raters'
         return short_summary(run_round_two(cfg, variants=variants))
     given = [flag for flag, value in (("--sessions", args.sessions), ("--updates", args.updates),
                                       ("--original-pairs", args.original_pairs), ("--variants", args.variants))
@@ -508,8 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sessions", type=COUNT, default=None, help="round-two: user sessions deployed (default 20000)")
     p.add_argument("--updates", type=COUNT, default=None, help="round-two: PPO updates a round (default 60)")
     p.add_argument("--original-pairs", type=_whole_number(0), default=0,
-                   help="round-two: fresh labels of the original balanced raters mixed into the users' pairs "
-                        "(default 0: the users' pairs only)")
+                   help="round-two: one more run, the first variant's pairs with this many fresh pairs of the "
+                        "original balanced raters mixed in (default 0: no such run)")
     p.add_argument("--variants", default=None, help="round-two: ways of hearing the users, separated by commas "
                                                     "(default: as deployed,representative,unhappy only,cautious only)")
     p = stage("pipeline", cmd_pipeline, "base -> SFT -> simulated labels -> reward model -> PPO -> evaluation, "

@@ -56,6 +56,7 @@ class RoundTwoConfig:
     reward: RewardConfig = field(default_factory=lambda: RewardConfig(n_pairs=0, n_heldout=500, epochs=4))
     ppo: PPOConfig = field(default_factory=lambda: PPOConfig(updates=60))  # lesson 05's recipe, 60 of its 100 updates
     sft_epochs: int | None = None  # SFT on the chosen replies; None: as many as match the RLHF path's cost
+    original_pairs: int = 0  # > 0: one more run, the first variant's pairs with this many original raters' mixed in
     eval_n: int | None = None  # requests per evaluation split (None: each split's fixed evaluation set)
     seed: int = 0
 
@@ -248,8 +249,8 @@ def train_round(pairs_file: Path, folder: Path, cfg: RoundTwoConfig, round_one_r
     rm = run_reward_stage(prefs=[pairs_file], n=cfg.reward.n_pairs, init=sft, out=folder / "rm", seed=cfg.seed,
                           cfg=cfg.reward, use_store=False, start=round_one_rm, progress=False, measured_on=measured_on)
     ppo = train_ppo(cfg.ppo, policy=str(sft), reward=str(folder / "rm"), out_dir=folder / "ppo")
-    return {"reward_model": {k: rm.get(k) for k in ("pairs", "heldout_expected_accuracy", "noise_ceiling",
-                                                    "gold_correlation", "seconds")},
+    kept = ("pairs", "fresh_pairs", "heldout_expected_accuracy", "noise_ceiling", "gold_correlation", "seconds")
+    return {"reward_model": {k: rm.get(k) for k in kept},
             "ppo": {k: ppo[k] for k in ("proxy_reward", "gold_reward", "kl", "updates", "seconds")},
             "taste": reward_taste(folder / "rm"), "seconds": round(rm["seconds"] + ppo["seconds"], 1)}
 
@@ -322,23 +323,56 @@ def run_round_two(cfg: RoundTwoConfig | None = None, round_one: str = "ppo", rou
         say(f"{variant}: reward model and PPO on {len(feedback['pairs'])} pairs")
         trained = train_round(feedback["pairs_file"], folder, cfg, round_one_rm, sft, measured_on)
         samples = sample_splits(folder / "ppo", cfg.eval_n, cfg.seed)
-        after = by_population(samples, shares, against=control_samples)
         runs[variant] = {"feedback": feedback["summary"], "pairs": len(feedback["pairs"]),
                          "dropped_pairs": feedback["dropped"], "corrections": feedback["corrections"], "trained": True,
-                         **trained,
-                         "yardstick": after, "served": served(after, control_table, shares),
-                         "served_vs_round_one": served(after, before, shares),
-                         "product_win_rate": product_win_rate(after, shares)}
-        runs[variant]["sentences"] = served_sentences(runs[variant]["served"])
+                         **trained, **measured(samples, control_samples, control_table, before, shares)}
         if compare_sft and variant == variants[0]:
             say(f"{variant}: supervised fine-tuning on the chosen replies, at matched cost")
             runs[variant]["sft_on_chosen"] = sft_on_chosen(feedback["pairs"], folder, cfg, sft, control_samples,
                                                            control_table, samples, shares, trained["seconds"])
     summary = {"round_one": str(round_one), "users": shares, "config": asdict(cfg), "round_one_yardstick": before,
                "control": control, "runs": runs, "seconds": round(time.time() - t0, 1), "out": str(root)}
+    if cfg.original_pairs and runs[variants[0]]["trained"]:
+        say(f"{variants[0]} again, with {cfg.original_pairs} pairs of the original raters mixed in")
+        add_original_labels_run(summary, cfg, variants[0], round_one_rm, sft, control_samples, measured_on)
     root.parent.mkdir(parents=True, exist_ok=True)
     root.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def measured(samples: dict, control_samples: dict, control_table: dict, before: dict, shares: dict) -> dict:
+    """A round two's yardstick per population against the control, whom it served (against the control and against
+    round one), its share-weighted win rate and the sentences that say so."""
+    after = by_population(samples, shares, against=control_samples)
+    changes = served(after, control_table, shares)
+    return {"yardstick": after, "served": changes, "served_vs_round_one": served(after, before, shares),
+            "product_win_rate": product_win_rate(after, shares), "sentences": served_sentences(changes)}
+
+
+def mixed_name(variant: str, original_pairs: int) -> str:
+    return f"{variant} + {original_pairs} raters' pairs"
+
+
+def add_original_labels_run(summary: dict, cfg: RoundTwoConfig, variant: str, round_one_rm, sft,
+                            control_samples: dict | None = None, measured_on: dict | None = None) -> dict:
+    """One more round two, on `variant`'s pairs (already in <out>/<variant>/pairs.jsonl) with cfg.original_pairs
+    fresh pairs of the original balanced raters mixed into the reward model's training, measured against the same
+    control. Added to summary["runs"] (as mixed_name(...)) and returned; works on a finished run_round_two's
+    summary too (the control's replies are then sampled again: the same seed gives the same replies)."""
+    cfg = replace(cfg.seeded(), reward=replace(cfg.seeded().reward, n_pairs=cfg.original_pairs))
+    root, shares = Path(summary["out"]), summary["users"]
+    folder = root / mixed_name(variant, cfg.original_pairs).replace(" ", "_").replace("'", "")
+    if control_samples is None:
+        control_samples = sample_splits(root / "control" / "ppo", cfg.eval_n, cfg.seed)
+    heard = summary["runs"][variant]
+    trained = train_round(root / variant.replace(" ", "_") / "pairs.jsonl", folder, cfg, round_one_rm, sft,
+                          measured_on)
+    samples = sample_splits(folder / "ppo", cfg.eval_n, cfg.seed)
+    run = {"feedback": heard["feedback"], "pairs": heard["pairs"], "original_pairs": cfg.original_pairs,
+           "trained": True, **trained, **measured(samples, control_samples, summary["control"]["yardstick"],
+                                                  summary["round_one_yardstick"], shares)}
+    summary["runs"][mixed_name(variant, cfg.original_pairs)] = run
+    return run
 
 
 def sft_on_chosen(pairs: list[dict], folder: Path, cfg: RoundTwoConfig, sft, control: dict, control_table: dict,

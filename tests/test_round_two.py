@@ -111,7 +111,7 @@ def test_round_two_end_to_end_on_tiny_settings(tmp_path):
               out_dir=tmp_path / "ppo")
     cfg = RoundTwoConfig(deploy=DeployConfig(sessions=300, feedback_rate=0.5, max_new_tokens=12),
                          reward=RewardConfig(n_pairs=0, n_heldout=16, epochs=1),
-                         ppo=PPOConfig(updates=1, batch_size=8, max_new_tokens=12), eval_n=10)
+                         ppo=PPOConfig(updates=1, batch_size=8, max_new_tokens=12), eval_n=10, original_pairs=28)
     summary = round_two.run_round_two(cfg, round_one=str(tmp_path / "ppo"), round_one_rm=str(tmp_path / "rm"),
                                       sft=sft, out=tmp_path / "r2", variants=("as deployed", "cautious only"))
     json.dumps(summary)
@@ -128,6 +128,14 @@ def test_round_two_end_to_end_on_tiny_settings(tmp_path):
     assert 0 <= main["taste"]["refuses_alarming"] <= 1 and 0 <= summary["control"]["taste"]["prefers_terse"] <= 1
     heard = summary["runs"]["cautious only"]["feedback"]["by_population"]
     assert heard["cautious"]["share_of_feedback"] == 1.0
+    # the mixed run: the same users' pairs, and one ranking of 8 (28 pairs) of the original raters
+    mixed = summary["runs"][round_two.mixed_name("as deployed", 28)]
+    assert mixed["pairs"] == main["pairs"] and mixed["original_pairs"] == 28
+    fresh = mixed["reward_model"]["fresh_pairs"]  # a ranking's tied replies make no pair
+    assert 0 < fresh <= 28 and main["reward_model"]["fresh_pairs"] == 0
+    assert mixed["reward_model"]["pairs"] == main["reward_model"]["pairs"] + fresh
+    assert set(mixed["served"]["unseen-subject"]) == {"balanced", "cautious", "terse", "product"}
+    assert json.loads((tmp_path / "r2.json").read_text())["runs"].keys() == summary["runs"].keys()
 
 
 def test_the_commands_of_round_two(tmp_path, monkeypatch, capsys):
@@ -192,11 +200,11 @@ def test_experiment_round_two_takes_its_sizes_and_variants_from_the_command_line
     assert cli.main(["experiment", "round-two", "--sessions", "300", "--updates", "2", "--original-pairs", "500",
                      "--variants", "representative, cautious only", "--seed", "3"]) == 0
     cfg = seen["cfg"]
-    assert (cfg.deploy.sessions, cfg.ppo.updates, cfg.reward.n_pairs, cfg.seed) == (300, 2, 500, 3)
+    assert (cfg.deploy.sessions, cfg.ppo.updates, cfg.original_pairs, cfg.seed) == (300, 2, 500, 3)
     assert seen["variants"] == ("representative", "cautious only")
     assert cli.main(["experiment", "round-two"]) == 0  # the defaults: the full-size experiment
     default = round_two.RoundTwoConfig()
-    assert (seen["cfg"].deploy.sessions, seen["cfg"].ppo.updates, seen["cfg"].reward.n_pairs) == (
+    assert (seen["cfg"].deploy.sessions, seen["cfg"].ppo.updates, seen["cfg"].original_pairs) == (
         default.deploy.sessions, default.ppo.updates, 0)
     assert seen["variants"] == tuple(round_two.FEEDBACK_VARIANTS)
     capsys.readouterr()
@@ -233,3 +241,27 @@ def test_the_variants_reward_models_are_measured_on_the_same_pairs_sampled_once(
     monkeypatch.setattr(labeling, "sample_pairs", lambda *a, **k: pytest.fail("sampled the held-out pairs again"))
     monkeypatch.setattr(sampling, "sample_in_batches", lambda *a, **k: pytest.fail("sampled the reference again"))
     assert run(measured_on) == first == resampled
+
+
+@pytest.mark.slow
+def test_experiment_round_two_runs_from_the_command_line_on_tiny_settings(fresh_workspace, capsys):
+    """`rlhf-lessons experiment round-two` end to end in a workspace with a (tiny) round one: deploys, trains the
+    variant asked for and its mixed run, writes experiments/round_two.json, and prints its summary as JSON last."""
+    from rlhf_lessons import cli
+    from rlhf_lessons.ppo import train_ppo
+    from rlhf_lessons.reward import run_reward_stage
+
+    sft = train_sft(SFTConfig(n_demonstrations=40, epochs=1, batch_size=8), out_dir=fresh_workspace / "sft")["out"]
+    run_reward_stage(n=48, init=sft, out=fresh_workspace / "rm", cfg=RewardConfig(n_pairs=48, n_heldout=16, epochs=1),
+                     use_store=False, progress=False)
+    train_ppo(PPOConfig(updates=1, batch_size=8, max_new_tokens=12), policy=sft, reward=str(fresh_workspace / "rm"),
+              out_dir=fresh_workspace / "ppo")
+    capsys.readouterr()
+    assert cli.main(["experiment", "round-two", "--sessions", "400", "--updates", "1", "--eval-n", "8",
+                     "--original-pairs", "28", "--variants", "as deployed"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    mixed = round_two.mixed_name("as deployed", 28)
+    assert list(printed["runs"]) == ["as deployed", mixed]
+    assert "rlhf_vs_sft" in printed["runs"]["as deployed"]
+    saved = json.loads((fresh_workspace / "experiments" / "round_two.json").read_text())
+    assert saved["config"]["deploy"]["sessions"] == 400 and saved["runs"][mixed]["trained"]
