@@ -13,7 +13,8 @@ policy and reference, a reward model made from it with a fresh head, 64 requests
   GFLOP/s       matmul FLOPs of those passes and every LM head (2 x params x tokens forward, 6 x with grad), per
                 second, and as a share of fp32 torch.matmul measured in this process on the model's own shapes
   peak RSS      of the process, MiB
-and the same for the reward model's default path (rankings of 8) per epoch. The referee against TRL is
+and the same for the reward model's default path (rankings of 8) per epoch; last, bf16 autocast against fp32 on a
+training step of the course's model (the course trains in fp32). The referee against TRL is
 ../shared/bench/side_by_side.py; this script measures what it cannot see from outside (the real-token share).
 """
 
@@ -148,6 +149,43 @@ def run_reward(epochs: int, threads: int) -> dict:
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def run_autocast(threads: int, steps: int = 10) -> dict:
+    """bf16 autocast against fp32: seconds of one training step (forward, backward, AdamW) of the base model on a
+    PPO minibatch's shape (32 sequences of 64 positions), and a large matmul's rate in each dtype (where the CPU has
+    bf16 instructions the large matmul gains; the question is whether the course's small shapes do)."""
+    import torch
+    torch.set_num_threads(threads)
+    from transformers import GPT2LMHeadModel
+
+    model = GPT2LMHeadModel.from_pretrained(ROOT / "data" / "base")
+    ids = torch.randint(0, model.config.vocab_size, (32, 64), generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+
+    def step_seconds(bf16: bool) -> float:
+        times = []
+        for _ in range(steps + WARMUP):
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = model(ids, labels=ids).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times[WARMUP:])
+
+    def big_matmul_gflops(dtype) -> float:
+        a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+        a @ b
+        start = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        return 2 * 2048 ** 3 * 5 / (time.perf_counter() - start) / 1e9
+
+    return {"fp32_step_s": step_seconds(False), "bf16_step_s": step_seconds(True),
+            "fp32_matmul_gflops": big_matmul_gflops(torch.float32),
+            "bf16_matmul_gflops": big_matmul_gflops(torch.bfloat16)}
+
+
 def base_n_embd() -> int:
     return json.loads((ROOT / "data" / "base" / "config.json").read_text())["n_embd"]
 
@@ -162,8 +200,8 @@ def main() -> None:
     a = parser.parse_args()
     if a.one:
         kind, *rest = a.one.split(":")
-        result = (run_reward(a.rm_epochs, a.threads) if kind == "rm"
-                  else run_ppo(rest[0], rest[1] == "packed", a.updates, a.threads))
+        result = (run_reward(a.rm_epochs, a.threads) if kind == "rm" else run_autocast(a.threads)
+                  if kind == "autocast" else run_ppo(rest[0], rest[1] == "packed", a.updates, a.threads))
         print(json.dumps(result))
         return
     lines = [f"threads {a.threads}, {a.updates} PPO updates ({WARMUP} warm-up), {a.rm_epochs} RM epochs "
@@ -185,6 +223,12 @@ def main() -> None:
     results["reward_rankings"] = r
     lines += ["", f"Reward model, rankings of 8 ({r['pairs']} pairs, the default path): "
                   f"{r['s_per_epoch']:.2f} s/epoch, peak RSS {r['peak_rss_mib']:.0f} MiB."]
+    print(lines[-1])
+    r = one("autocast", a)
+    results["autocast"] = r
+    lines += ["", f"bf16 autocast, one training step of the base model on 32 x 64 positions: fp32 "
+                  f"{r['fp32_step_s'] * 1000:.0f} ms, bf16 {r['bf16_step_s'] * 1000:.0f} ms; a 2048 x 2048 matmul: "
+                  f"fp32 {r['fp32_matmul_gflops']:.0f} GFLOP/s, bf16 {r['bf16_matmul_gflops']:.0f} GFLOP/s."]
     print(lines[-1])
     if a.write:
         (ROOT / "benchmarks" / f"ppo_speed_t{a.threads}.md").write_text("\n".join(lines) + "\n")
