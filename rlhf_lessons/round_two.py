@@ -4,8 +4,8 @@ The round-one PPO model ships (deploy.py). Its users' feedback becomes pairs by 
 edited reply over the original; a choice between two replies; two thumbs of one user on one request: the thumb up
 over the thumb down). Then round two runs round one's recipe again with what the users added:
 
-    reward model  last round's reward model goes on training on the product's pairs (RewardConfig.n_pairs fresh
-                  pairs of the original balanced raters can be mixed in)
+    reward model  last round's reward model goes on training on the product's pairs (RoundTwoConfig.original_pairs:
+                  one more run, with fresh pairs of the original balanced raters mixed in)
     PPO           from the SFT model, as round one did, against the updated reward model
 
 and the yardstick measures it against the **control**, the same PPO run on the round-one reward model: the same
@@ -311,7 +311,7 @@ def run_round_two(cfg: RoundTwoConfig | None = None, round_one: str = "ppo", rou
                "yardstick": control_table, "served_vs_round_one": served(control_table, before, shares)}
     runs, measured_on = {}, {}
     for variant in variants:
-        folder = root / variant.replace(" ", "_")
+        folder = variant_folder(root, variant)
         say(f"{variant}: {cfg.deploy.sessions} user sessions")
         feedback = collect_feedback(round_one, replace(cfg.deploy, **FEEDBACK_VARIANTS[variant]), folder,
                                     f"{round_one}, {variant}, seed {cfg.seed}", first_replies)
@@ -353,20 +353,25 @@ def mixed_name(variant: str, original_pairs: int) -> str:
     return f"{variant} + {original_pairs} raters' pairs"
 
 
+def variant_folder(root: Path, name: str) -> Path:
+    """Where a run's feedback, reward model and PPO model are kept: "as deployed" in root/as_deployed."""
+    return root / name.replace(" ", "_").replace("'", "")
+
+
 def add_original_labels_run(summary: dict, cfg: RoundTwoConfig, variant: str, round_one_rm, sft,
                             control_samples: dict | None = None, measured_on: dict | None = None) -> dict:
     """One more round two, on `variant`'s pairs (already in <out>/<variant>/pairs.jsonl) with cfg.original_pairs
     fresh pairs of the original balanced raters mixed into the reward model's training, measured against the same
     control. Added to summary["runs"] (as mixed_name(...)) and returned; works on a finished run_round_two's
     summary too (the control's replies are then sampled again: the same seed gives the same replies)."""
-    cfg = replace(cfg.seeded(), reward=replace(cfg.seeded().reward, n_pairs=cfg.original_pairs))
+    cfg = cfg.seeded()
+    cfg.reward.n_pairs = cfg.original_pairs
     root, shares = Path(summary["out"]), summary["users"]
-    folder = root / mixed_name(variant, cfg.original_pairs).replace(" ", "_").replace("'", "")
+    folder = variant_folder(root, mixed_name(variant, cfg.original_pairs))
     if control_samples is None:
         control_samples = sample_splits(root / "control" / "ppo", cfg.eval_n, cfg.seed)
     heard = summary["runs"][variant]
-    trained = train_round(root / variant.replace(" ", "_") / "pairs.jsonl", folder, cfg, round_one_rm, sft,
-                          measured_on)
+    trained = train_round(variant_folder(root, variant) / "pairs.jsonl", folder, cfg, round_one_rm, sft, measured_on)
     samples = sample_splits(folder / "ppo", cfg.eval_n, cfg.seed)
     run = {"feedback": heard["feedback"], "pairs": heard["pairs"], "original_pairs": cfg.original_pairs,
            "trained": True, **trained, **measured(samples, control_samples, summary["control"]["yardstick"],
