@@ -158,6 +158,11 @@ def refresh(names: list[str] | None = None, timeout: int = 900) -> dict:
               "them so that make test can compare every output here", file=sys.stderr)
         here = None
     timings["float_fingerprint"] = here
+    return _record(timings)
+
+
+def _record(timings: dict) -> dict:
+    """Write the timings, and the table made from them into the README and lesson 00's output."""
     TIMINGS_FILE.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
     README.write_text(readme_with_times(README.read_text()))
     show_measured_times_in_lesson_00()
@@ -175,10 +180,7 @@ def time_lessons(names: list[str] | None = None, timeout: int = 900) -> dict:
         learner = {"threads": threads, "seconds": {}}
     learner["seconds"].update(_execute_in_order(names, timeout, save=False))
     timings["learner"] = learner
-    TIMINGS_FILE.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
-    README.write_text(readme_with_times(README.read_text()))
-    show_measured_times_in_lesson_00()
-    return timings
+    return _record(timings)
 
 
 def show_measured_times_in_lesson_00() -> None:

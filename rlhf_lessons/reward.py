@@ -49,7 +49,8 @@ from . import gold, world
 from .config_checks import (AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, SEED, Bounds, refuse_bad_settings,
                             setting_problems)
 from .errors import CheckpointError, CourseError
-from .models import check_same_tokenizer, encode_example, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .models import (check_checkpoint_folder, check_same_tokenizer, encode_example, load_checkpoint, resolve_checkpoint,
+                     save_checkpoint)
 from .optim import check_finite_step, lr_at, make_adamw, set_lr
 from .runtime import pick_device, progress_bar
 from .packing import hidden_states
@@ -637,8 +638,8 @@ def run_reward_stage(prefs: list[str | Path] | None = None, population: str = "b
     cfg = cfg or RewardConfig(seed=seed)
     check_config(cfg)
     n = cfg.n_pairs if n is None else n
-    if start is not None:  # a missing or wrong checkpoint fails now, not after the minutes of labelling
-        load_reward_model(start)
+    if start is not None:  # a missing or wrong checkpoint fails now, from its files, not after minutes of labelling
+        check_checkpoint_folder(start, "reward")
     _init_checkpoint(init)  # a missing SFT is trained first, outside this stage's time
     t0 = time.time()
     init_path, policies = labelling_policies(init)
@@ -660,6 +661,10 @@ def run_reward_stage(prefs: list[str | Path] | None = None, population: str = "b
         reference = [(l["prompt"], l[f"reply_{side}"]) for l in train_labels for side in "ab"
                      if l[f"checkpoint_{side}"] == str(init)]
     measured_on = {} if measured_on is None else measured_on
+    measured_for = (str(init), population, seed, cfg.n_heldout, cfg.max_new_tokens)
+    if measured_on.setdefault("for", measured_for) != measured_for:  # other pairs than this run would sample
+        raise ValueError(f"measured_on holds the held-out pairs of {measured_on['for']} (init, population, seed, "
+                         f"n_heldout, max_new_tokens), not of {measured_for}: pass a fresh dict")
     if "heldout_labels" not in measured_on:
         measured_on["heldout_labels"], measured_on["heldout_agreement"] = simulate_labels(
             sample_pairs(cfg.n_heldout, policies, seed=seed + 7919, max_new_tokens=cfg.max_new_tokens,

@@ -331,10 +331,11 @@ def run_round_two(cfg: RoundTwoConfig | None = None, round_one: str = "ppo", rou
             runs[variant]["sft_on_chosen"] = sft_on_chosen(feedback["pairs"], folder, cfg, sft, control_samples,
                                                            control_table, samples, shares, trained["seconds"])
     summary = {"round_one": str(round_one), "users": shares, "config": asdict(cfg), "round_one_yardstick": before,
-               "control": control, "runs": runs, "seconds": round(time.time() - t0, 1), "out": str(root)}
+               "control": control, "runs": runs, "out": str(root)}
     if cfg.original_pairs and runs[variants[0]]["trained"]:
         say(f"{variants[0]} again, with {cfg.original_pairs} pairs of the original raters mixed in")
         add_original_labels_run(summary, cfg, variants[0], round_one_rm, sft, control_samples, measured_on)
+    summary["seconds"] = round(time.time() - t0, 1)
     root.parent.mkdir(parents=True, exist_ok=True)
     root.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary

@@ -241,6 +241,9 @@ def test_the_variants_reward_models_are_measured_on_the_same_pairs_sampled_once(
     monkeypatch.setattr(labeling, "sample_pairs", lambda *a, **k: pytest.fail("sampled the held-out pairs again"))
     monkeypatch.setattr(sampling, "sample_in_batches", lambda *a, **k: pytest.fail("sampled the reference again"))
     assert run(measured_on) == first == resampled
+    with pytest.raises(ValueError, match="pass a fresh dict"):  # another seed would sample other pairs
+        run_reward_stage(prefs=[pairs], n=0, init=sft, out=tmp_path / "rm", cfg=cfg, use_store=False, seed=1,
+                         progress=False, measured_on=measured_on)
 
 
 @pytest.mark.slow
